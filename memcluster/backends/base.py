@@ -1,0 +1,280 @@
+"""The memory behaviour every backend implements, with correct defaults for the optional parts.
+
+Core types: `MemoryBackend` (the behaviour) and `Capabilities` (what a backend declares in
+`info()`, and what `apply_batch` checks queries against so that an unsupported query raises
+`UnsupportedQuery` instead of matching everything).
+
+A backend receives validated ops (`memcluster.ops`), never raw arguments: the edge has
+already checked keys, values and TTLs, so a backend only stores and finds. It is
+synchronous and used by one caller at a time (a MemoryManager lock or a shard's mailbox).
+It scopes all its storage to `prefix`, so several backends (shards) sharing one database
+never see each other's keys. The constructor does no I/O; `open(opts)` connects.
+
+Required: open, store, retrieve, search, delete, list_keys. Optional ones have defaults
+built on those: `update` is a compare-and-set retry loop (atomic per key because a write
+with `if_version` is), `count` pages through search, `clear` pages through keys. The
+cluster also needs `replicate` and `export` (handoff is part of the contract, as in
+riak_core's vnode behaviour); a backend without them can only run with one replica and
+cannot be rebalanced.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+from memcluster.errors import (
+    MemclusterError,
+    UnsupportedOperation,
+    UnsupportedQuery,
+    VersionConflict,
+)
+from memcluster.model import Page, Query, Record
+from memcluster.ops import (
+    ClearOp,
+    CountOp,
+    DeleteOp,
+    ExistsOp,
+    ListKeysOp,
+    Op,
+    ReplicateOp,
+    RetrieveOp,
+    SearchOp,
+    StoreOp,
+    UpdateOp,
+)
+
+Clock = Callable[[], float]
+UPDATE_RETRIES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a backend can do; reported by `info()` and enforced by `check_query`.
+
+    text: "substring" (case-insensitive on key and value), "semantic" (similarity, sets
+    Record.score) or None. ttl: "lazy" (hidden at once, removed on access or by a sweeper),
+    "sweeper", or "native" (the store expires keys itself). durable: the store outlives
+    the process, so the cluster defaults to one replica.
+    """
+
+    text: str | None = "substring"
+    pattern: bool = True
+    filter: bool = True
+    order_by: bool = True
+    ttl: str = "lazy"
+    cas: bool = True
+    native_batch: bool = False
+    durable: bool = False
+    handoff: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MemoryBackend(ABC):
+    """The memory behaviour. Subclass, set `name` and `capabilities`, implement the required ops."""
+
+    name: ClassVar[str] = "custom"
+    capabilities: ClassVar[Capabilities] = Capabilities()
+
+    def __init__(self, *, prefix: str = "", clock: Clock = time.time) -> None:
+        self.prefix = prefix
+        self.clock = clock
+
+    # ---- required -------------------------------------------------------------------
+
+    @abstractmethod
+    def open(self, opts: Mapping[str, Any]) -> None:
+        """Validate `opts` (ConfigError naming the option) and connect or load."""
+
+    @abstractmethod
+    def store(self, op: StoreOp) -> Record:
+        """Write one record: version = previous + 1 (1 if absent or expired).
+
+        Raise VersionConflict if `op.expected_version` is set and differs from the current
+        version (0 when absent). Returns the stored record.
+        """
+
+    @abstractmethod
+    def retrieve(self, op: RetrieveOp) -> Record | None:
+        """The live record, or None if absent or expired."""
+
+    @abstractmethod
+    def search(self, op: SearchOp) -> list[Record]:
+        """Records of `op.namespace` matching the query, ordered, offset and limited."""
+
+    @abstractmethod
+    def delete(self, op: DeleteOp) -> bool:
+        """Remove the key; True if a live record existed."""
+
+    @abstractmethod
+    def list_keys(self, op: ListKeysOp) -> Page:
+        """One page of live keys in key order; the cursor resumes after the last key."""
+
+    # ---- optional, with defaults -------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections, threads and files (the behaviour's `terminate`)."""
+        return None
+
+    def store_many(self, ops: Sequence[StoreOp]) -> list[Record]:
+        return [self.store(op) for op in ops]
+
+    def retrieve_many(self, ops: Sequence[RetrieveOp]) -> list[Record | None]:
+        return [self.retrieve(op) for op in ops]
+
+    def delete_many(self, ops: Sequence[DeleteOp]) -> int:
+        return sum(1 for op in ops if self.delete(op))
+
+    def exists(self, op: ExistsOp) -> bool:
+        return self.retrieve(RetrieveOp(op.key, op.namespace)) is not None
+
+    def count(self, op: CountOp) -> int:
+        """Pages through `search` (override with a native count where the store has one)."""
+        total, offset, step = 0, 0, 1000
+        while True:
+            page = self.search(SearchOp(Query(text=op.query.text, pattern=op.query.pattern,
+                                              filter=op.query.filter, limit=step, offset=offset,
+                                              order_by="key", min_score=op.query.min_score),
+                                        op.namespace))
+            total += len(page)
+            if len(page) < step:
+                return total
+            offset += step
+
+    def update(self, op: UpdateOp) -> Record:
+        """Compare-and-set retry loop: atomic per key because the conditional store is."""
+        for _ in range(UPDATE_RETRIES):
+            current = self.retrieve(RetrieveOp(op.key, op.namespace))
+            new_value = op.fn(None if current is None else current.value)
+            now = self.clock()
+            if op.ttl is not None:
+                ttl = op.ttl
+            elif current is not None and current.expires_at is not None:
+                ttl = max(current.expires_at - now, 1e-3)
+            else:
+                ttl = None
+            metadata = op.metadata if op.metadata is not None else (
+                current.metadata if current is not None else None)
+            store = StoreOp.make(op.key, new_value, namespace=op.namespace, metadata=metadata,
+                                 ttl=ttl, if_version=0 if current is None else current.version,
+                                 max_bytes=op.max_bytes)
+            try:
+                return self.store(store)
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"update of {op.key!r} lost the race {UPDATE_RETRIES} times",
+                              key=op.key)
+
+    def clear(self, op: ClearOp) -> int:
+        """Pages through keys (or `export` for every namespace) and deletes them."""
+        if op.namespace is None:
+            removed, cursor = 0, None
+            while True:
+                records, cursor = self.export(cursor=cursor, limit=1000)
+                removed += self.delete_many([DeleteOp(r.key, r.namespace) for r in records])
+                if cursor is None:
+                    return removed
+        keys: list[str] = []
+        cursor = None
+        while True:
+            page = self.list_keys(ListKeysOp(op.namespace, None, 1000, cursor))
+            keys.extend(page.keys)
+            cursor = page.cursor
+            if cursor is None:
+                break
+        return self.delete_many([DeleteOp(k, op.namespace) for k in keys])
+
+    def replicate(self, op: ReplicateOp) -> bool:
+        """Install `op.record` unless a live copy with version >= its version exists.
+
+        Returns True if installed. Needed for replicas > 1, hydration and rebalancing.
+        """
+        raise UnsupportedOperation(f"backend {self.name!r} does not support replicate")
+
+    def export(self, *, cursor: str | None = None, limit: int = 1000
+               ) -> tuple[list[Record], str | None]:
+        """A page of every live record under the prefix, in every namespace."""
+        raise UnsupportedOperation(f"backend {self.name!r} does not support export")
+
+    def info(self) -> dict[str, Any]:
+        """The backend's name and capabilities (override to add stats; never secrets)."""
+        return {"backend": self.name, "capabilities": self.capabilities.as_dict()}
+
+    # ---- query capability check and batch dispatch --------------------------------------
+
+    def check_query(self, query: Query) -> None:
+        """Raise UnsupportedQuery if `query` uses something this backend cannot answer."""
+        caps = self.capabilities
+        if query.text is not None and caps.text is None:
+            raise UnsupportedQuery(f"backend {self.name!r} does not support text search")
+        if query.pattern is not None and not caps.pattern:
+            raise UnsupportedQuery(f"backend {self.name!r} does not support key patterns")
+        if query.filter and not caps.filter:
+            raise UnsupportedQuery(f"backend {self.name!r} does not support metadata filters")
+        if query.order_by is not None and not caps.order_by:
+            raise UnsupportedQuery(f"backend {self.name!r} does not support order_by")
+        if query.min_score is not None and caps.text != "semantic":
+            raise UnsupportedQuery(f"backend {self.name!r} has no similarity score; "
+                                   "min_score needs a semantic (vector) backend")
+        if (query.order_by or "").lstrip("-") == "score" and caps.text != "semantic":
+            raise UnsupportedQuery(f"backend {self.name!r} has no similarity score to order by")
+
+    def apply(self, op: Op) -> Any:
+        """Apply one op (the single-op form of `apply_batch`)."""
+        kind = op.kind
+        if kind in ("search", "count"):
+            self.check_query(op.query)  # type: ignore[union-attr]
+        return getattr(self, kind)(op)
+
+    def apply_batch(self, ops: Iterable[Op], *, return_exceptions: bool = True) -> list[Any]:
+        """Apply ops in order; runs of stores, retrieves or deletes use the *_many forms.
+
+        With `return_exceptions` a MemclusterError becomes that op's result and the rest
+        still apply (the shard fast path); otherwise the first error is raised.
+        """
+        results: list[Any] = []
+        ops = list(ops)
+        i = 0
+        while i < len(ops):
+            kind = ops[i].kind
+            j = i + 1
+            if kind in _MANY and _batchable(ops[i]):
+                while j < len(ops) and ops[j].kind == kind and _batchable(ops[j]):
+                    j += 1
+            run = ops[i:j]
+            try:
+                if j - i > 1:
+                    results.extend(_MANY[kind](self, run))
+                else:
+                    results.append(self.apply(run[0]))
+            except MemclusterError as exc:
+                if not return_exceptions:
+                    raise
+                if j - i == 1:
+                    results.append(exc)
+                else:  # redo the run one by one so each op gets its own outcome
+                    for op in run:
+                        try:
+                            results.append(self.apply(op))
+                        except MemclusterError as one:
+                            results.append(one)
+            i = j
+        return results
+
+
+def _batchable(op: Op) -> bool:
+    """CAS stores go one by one: a conflict must not fail (or replay) its neighbours."""
+    return not (op.kind == "store" and op.expected_version is not None)  # type: ignore[union-attr]
+
+
+# Runs of these kinds go through the *_many forms (native batches where a backend has them).
+_MANY: dict[str, Callable[[MemoryBackend, Sequence[Any]], list[Any]]] = {
+    "store": lambda backend, ops: backend.store_many(ops),
+    "retrieve": lambda backend, ops: backend.retrieve_many(ops),
+    "delete": lambda backend, ops: [backend.delete(op) for op in ops],
+}

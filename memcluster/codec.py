@@ -1,0 +1,130 @@
+"""msgpack encoding plus the key, namespace, value, metadata and TTL rules.
+
+Everything that enters memcluster passes through here once, at the edge, so that a bad
+value is rejected before anything is written and the encoded bytes can travel to a shard
+and into a store without being encoded again. Values are what msgpack carries natively:
+None, bool, 64-bit ints, floats, str, bytes, lists and dicts with str keys. Tuples, sets,
+custom objects and non-str dict keys are rejected rather than silently converted, because
+they would not come back as they went in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import msgpack
+
+from memcluster.errors import InvalidKey, InvalidValue
+
+MAX_KEY_BYTES = 512
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+MAX_DEPTH = 64
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+_SCALARS = (str, bytes, float, bool, type(None))
+
+
+def encode(value: Any) -> bytes:
+    """Encode an already validated value (use `encode_value` for untrusted input)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def decode(blob: bytes) -> Any:
+    """Decode bytes written by `encode`."""
+    return msgpack.unpackb(blob, raw=False)
+
+
+def check_native(value: Any, *, what: str = "value", depth: int = MAX_DEPTH) -> None:
+    """Raise `InvalidValue` unless `value` is msgpack-native and nested at most `depth` deep."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, what)]
+    while stack:
+        item, level, path = stack.pop()
+        kind = type(item)
+        if kind in _SCALARS:
+            continue
+        if kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise InvalidValue(f"{path}: integer {item} does not fit in 64 bits")
+            continue
+        if level >= depth:
+            raise InvalidValue(f"{path}: nested deeper than {depth} levels")
+        if kind is list:
+            stack.extend((v, level + 1, f"{path}[{i}]") for i, v in enumerate(item))
+        elif kind is dict:
+            for k, v in item.items():
+                if type(k) is not str:
+                    raise InvalidValue(f"{path}: dict keys must be str, got {type(k).__name__}")
+                stack.append((v, level + 1, f"{path}.{k}"))
+        elif kind is tuple:
+            raise InvalidValue(f"{path}: tuple is not supported, use a list")
+        else:
+            raise InvalidValue(f"{path}: {kind.__name__} is not a msgpack-native type "
+                               "(None, bool, int, float, str, bytes, list, dict)")
+
+
+def encode_value(value: Any, *, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> bytes:
+    """Validate `value` and return its encoding; `InvalidValue` if not native or too large."""
+    check_native(value)
+    blob = encode(value)
+    if len(blob) > max_bytes:
+        raise InvalidValue(f"value is {len(blob)} bytes encoded, over the limit of {max_bytes}")
+    return blob
+
+
+def check_key(key: Any) -> str:
+    """Return `key` if it is a non-empty str of at most 512 UTF-8 bytes, else `InvalidKey`."""
+    if type(key) is not str:
+        raise InvalidKey(f"key must be str, got {type(key).__name__}")
+    if not key:
+        raise InvalidKey("key must not be empty")
+    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"key is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+    return key
+
+
+def check_namespace(namespace: Any) -> str:
+    """Normalise a namespace: str as is, a tuple of str joined with '/', None as ''."""
+    if namespace is None:
+        return ""
+    if type(namespace) is str:
+        ns = namespace
+    elif isinstance(namespace, tuple) and all(type(p) is str for p in namespace):
+        ns = "/".join(namespace)
+    else:
+        raise InvalidKey(f"namespace must be str or a tuple of str, got {type(namespace).__name__}")
+    if len(ns.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+        raise InvalidKey(f"namespace is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+    return ns
+
+
+def check_metadata(metadata: Any) -> dict[str, Any]:
+    """Return a plain dict copy of `metadata` (None -> {}), validated as msgpack-native."""
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidValue(f"metadata must be a dict, got {type(metadata).__name__}")
+    meta = dict(metadata)
+    check_native(meta, what="metadata")
+    return meta
+
+
+def check_ttl(ttl: Any) -> float | None:
+    """Return `ttl` as positive float seconds, or None for never; `InvalidValue` otherwise."""
+    if ttl is None:
+        return None
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidValue(f"ttl must be a number of seconds, got {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise InvalidValue(f"ttl must be a positive number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def check_version(version: Any, *, what: str = "if_version") -> int | None:
+    """Return an expected version (int >= 0) or None; `InvalidValue` otherwise."""
+    if version is None:
+        return None
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise InvalidValue(f"{what} must be an int >= 0, got {version!r}")
+    return version

@@ -1,0 +1,103 @@
+"""The error hierarchy: one root, few precise subclasses, permanent apart from transient.
+
+Every error memcluster raises on purpose derives from `MemclusterError`. Names never
+shadow builtins (no `TimeoutError`, no `KeyError`): callers can catch ours without
+catching Python's. `TransientError` marks the ones a retry may cure.
+"""
+
+from __future__ import annotations
+
+
+class MemclusterError(Exception):
+    """Root of every error memcluster raises on purpose."""
+
+
+class TransientError(MemclusterError):
+    """A failure that a retry after a short wait may cure."""
+
+
+class NotFound(MemclusterError):
+    """The key (or cluster, or shard) does not exist."""
+
+
+class InvalidKey(MemclusterError, ValueError):
+    """A key or namespace breaks the key rules (non-empty str, at most 512 UTF-8 bytes)."""
+
+
+class InvalidValue(MemclusterError, ValueError):
+    """A value, metadata or option is not msgpack-native, too large or too deep."""
+
+
+class VersionConflict(MemclusterError):
+    """A compare-and-set (`if_version`, `overwrite=False`) found another version."""
+
+    def __init__(self, message: str, *, key: str | None = None,
+                 expected: int | None = None, actual: int | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class UnsupportedQuery(MemclusterError):
+    """The backend cannot answer this query; it never silently matches everything."""
+
+
+class UnsupportedOperation(MemclusterError):
+    """The backend does not implement an operation the caller needs."""
+
+
+class UnknownSource(MemclusterError, LookupError):
+    """No memory source has that name."""
+
+
+class ConfigError(MemclusterError, ValueError):
+    """A configuration is invalid; the message names the field (`sources[1].replicas`)."""
+
+
+class CapacityExceeded(MemclusterError):
+    """A bounded store is full (e.g. the memory backend's `max_items`)."""
+
+
+class SourceUnavailable(TransientError):
+    """The source's store or shards cannot be reached now."""
+
+
+class QuorumNotReached(TransientError):
+    """Fewer than W replicas acknowledged a write; the outcome may be partial."""
+
+
+class StaleRing(TransientError):
+    """The caller routed with an older ring version; refresh the ring and retry."""
+
+    def __init__(self, message: str, *, current: int | None = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class Timeout(TransientError):
+    """An operation did not finish before its deadline."""
+
+
+class UnknownOutcome(TransientError):
+    """A non-idempotent operation may or may not have been applied (the shard died mid-call)."""
+
+
+__all__ = [
+    "CapacityExceeded",
+    "ConfigError",
+    "InvalidKey",
+    "InvalidValue",
+    "MemclusterError",
+    "NotFound",
+    "QuorumNotReached",
+    "SourceUnavailable",
+    "StaleRing",
+    "Timeout",
+    "TransientError",
+    "UnknownOutcome",
+    "UnknownSource",
+    "UnsupportedOperation",
+    "UnsupportedQuery",
+    "VersionConflict",
+]

@@ -1,0 +1,150 @@
+"""The values memcluster hands around: Record, Query, Page and SourceSpec.
+
+They are plain frozen dataclasses with no behaviour beyond validation and conversion, so
+every layer (backend, manager, shard, router, client) can pass them across process
+boundaries unchanged. Query validates itself at construction: a bad limit or an unknown
+`order_by` fails where it is written, not deep inside a backend.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from memcluster.errors import InvalidValue
+
+ORDER_FIELDS = ("key", "created_at", "updated_at", "score", "version")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One stored memory. Times are epoch seconds; `expires_at` None means never."""
+
+    key: str
+    value: Any
+    namespace: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    version: int = 1
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    expires_at: float | None = None
+    score: float | None = None
+
+    def expired(self, now: float) -> bool:
+        """True if the record's TTL has passed at `now`."""
+        return self.expires_at is not None and self.expires_at <= now
+
+    def ttl_left(self, now: float | None = None) -> float | None:
+        """Seconds until expiry (None if it never expires)."""
+        if self.expires_at is None:
+            return None
+        return max(0.0, self.expires_at - (time.time() if now is None else now))
+
+    def with_score(self, score: float | None) -> Record:
+        return replace(self, score=score)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (bytes values stay bytes; callers that need JSON convert)."""
+        return {
+            "key": self.key, "value": self.value, "namespace": self.namespace,
+            "metadata": self.metadata, "version": self.version,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+            "expires_at": self.expires_at, "score": self.score,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidValue(f"Query.{name} must be an int >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to search for. Fields left None are not constraints.
+
+    text: case-insensitive substring on key and value (key-value backends) or semantic
+    similarity (vector backends). pattern: glob on keys. filter: metadata operators
+    ($eq $ne $gt $gte $lt $lte $in $nin $contains $exists, $and $or $not).
+    order_by: one of key, created_at, updated_at, score, version; '-' prefix descends.
+    """
+
+    text: str | None = None
+    pattern: str | None = None
+    filter: dict[str, Any] | None = None
+    limit: int = 10
+    offset: int = 0
+    order_by: str | None = None
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.text is not None and not isinstance(self.text, str):
+            raise InvalidValue(f"Query.text must be str, got {type(self.text).__name__}")
+        if self.pattern is not None and not isinstance(self.pattern, str):
+            raise InvalidValue(f"Query.pattern must be str, got {type(self.pattern).__name__}")
+        if self.filter is not None and not isinstance(self.filter, dict):
+            raise InvalidValue(f"Query.filter must be a dict, got {type(self.filter).__name__}")
+        _check_int("limit", self.limit, 0)
+        _check_int("offset", self.offset, 0)
+        if self.order_by is not None and (
+            not isinstance(self.order_by, str) or self.order_by.lstrip("-") not in ORDER_FIELDS
+        ):
+            raise InvalidValue(f"Query.order_by must be one of {ORDER_FIELDS} "
+                               f"(optionally '-'-prefixed), got {self.order_by!r}")
+        if self.min_score is not None and (
+            isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float))
+        ):
+            raise InvalidValue(f"Query.min_score must be a number, got {self.min_score!r}")
+
+    @classmethod
+    def of(cls, query: Query | str | None = None, **overrides: Any) -> Query:
+        """Coerce what a caller passed to search/count: a Query, a text str, or None."""
+        if query is None:
+            base = cls()
+        elif isinstance(query, Query):
+            base = query
+        elif isinstance(query, str):
+            base = cls(text=query)
+        else:
+            raise InvalidValue(f"query must be a Query or a str, got {type(query).__name__}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(base, **given) if given else base
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of keys; `cursor` is opaque and None when there are no more."""
+
+    keys: list[str]
+    cursor: str | None = None
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.keys)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceSpec:
+    """A named memory source: its backend and options, and how the cluster lays it out.
+
+    `backend` is a registered name (memory, files, sqlite, redis, postgres, vector), a
+    dotted path to a MemoryBackend class, or the class itself. `replicas` None means the
+    backend's default (2 for state held in the actor, 1 for a durable store);
+    `write_quorum` None means all replicas. MemoryManager ignores shards/replicas.
+    """
+
+    name: str
+    backend: Any
+    description: str = ""
+    default: bool = False
+    opts: dict[str, Any] = field(default_factory=dict)
+    shards: int = 1
+    replicas: int | None = None
+    write_quorum: int | None = None
+    supervision: dict[str, Any] = field(default_factory=dict)

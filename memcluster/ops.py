@@ -1,0 +1,202 @@
+"""Operations as small frozen dataclasses: the unit every layer batches and routes.
+
+A batch of ops is the primitive (`MemoryBackend.apply_batch`, the shard's mailbox, the
+router); single-key calls build one op. Ops are validated when built with their `make`
+constructors, so an op that exists is well-formed: a bad key or value fails at the edge
+and nothing is written. A store op carries its value already msgpack-encoded (`blob`):
+encoded once at the caller, it crosses to a shard and into a store without re-encoding,
+and `value` decodes on demand for backends that want the Python object.
+
+`key` is the routing key: ops that touch one key have it; scatter ops (search, count,
+list_keys, clear) have `key = None` and go to every shard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from memcluster import codec
+from memcluster.model import Query, Record
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOp:
+    """Write `key` (version = previous + 1). `if_version` / `overwrite=False` make it a CAS."""
+
+    key: str
+    blob: bytes
+    namespace: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+    ttl: float | None = None
+    if_version: int | None = None
+    overwrite: bool = True
+    op_id: str | None = None
+    kind: ClassVar[str] = "store"
+
+    @classmethod
+    def make(cls, key: Any, value: Any, *, namespace: Any = "", metadata: Any = None,
+             ttl: Any = None, if_version: Any = None, overwrite: bool = True,
+             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, op_id: str | None = None) -> StoreOp:
+        return cls(codec.check_key(key), codec.encode_value(value, max_bytes=max_bytes),
+                   codec.check_namespace(namespace), codec.check_metadata(metadata),
+                   codec.check_ttl(ttl), codec.check_version(if_version), bool(overwrite), op_id)
+
+    @property
+    def value(self) -> Any:
+        return codec.decode(self.blob)
+
+    @property
+    def expected_version(self) -> int | None:
+        """The version the write requires: `if_version`, 0 for overwrite=False, else None."""
+        if self.if_version is not None:
+            return self.if_version
+        return None if self.overwrite else 0
+
+
+@dataclass(frozen=True, slots=True)
+class RetrieveOp:
+    key: str
+    namespace: str = ""
+    kind: ClassVar[str] = "retrieve"
+
+    @classmethod
+    def make(cls, key: Any, *, namespace: Any = "") -> RetrieveOp:
+        return cls(codec.check_key(key), codec.check_namespace(namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class ExistsOp:
+    key: str
+    namespace: str = ""
+    kind: ClassVar[str] = "exists"
+
+    @classmethod
+    def make(cls, key: Any, *, namespace: Any = "") -> ExistsOp:
+        return cls(codec.check_key(key), codec.check_namespace(namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOp:
+    key: str
+    namespace: str = ""
+    op_id: str | None = None
+    kind: ClassVar[str] = "delete"
+
+    @classmethod
+    def make(cls, key: Any, *, namespace: Any = "", op_id: str | None = None) -> DeleteOp:
+        return cls(codec.check_key(key), codec.check_namespace(namespace), op_id)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateOp:
+    """Atomic read-modify-write: `fn(old value or None) -> new value`.
+
+    metadata None keeps the record's metadata; ttl None keeps its expiry.
+    """
+
+    key: str
+    fn: Callable[[Any], Any] = field(compare=False)
+    namespace: str = ""
+    metadata: dict[str, Any] | None = field(default=None, compare=False)
+    ttl: float | None = None
+    max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
+    kind: ClassVar[str] = "update"
+
+    @classmethod
+    def make(cls, key: Any, fn: Callable[[Any], Any], *, namespace: Any = "",
+             metadata: Any = None, ttl: Any = None,
+             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES) -> UpdateOp:
+        if not callable(fn):
+            raise codec.InvalidValue(f"update needs a callable, got {type(fn).__name__}")
+        meta = None if metadata is None else codec.check_metadata(metadata)
+        return cls(codec.check_key(key), fn, codec.check_namespace(namespace), meta,
+                   codec.check_ttl(ttl), max_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class SearchOp:
+    query: Query
+    namespace: str = ""
+    key: None = None
+    kind: ClassVar[str] = "search"
+
+    @classmethod
+    def make(cls, query: Query | str | None = None, *, namespace: Any = "",
+             **overrides: Any) -> SearchOp:
+        return cls(Query.of(query, **overrides), codec.check_namespace(namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class CountOp:
+    """Count records matching `query` (its limit and offset are ignored)."""
+
+    query: Query
+    namespace: str = ""
+    key: None = None
+    kind: ClassVar[str] = "count"
+
+    @classmethod
+    def make(cls, query: Query | str | None = None, *, namespace: Any = "") -> CountOp:
+        return cls(Query.of(query), codec.check_namespace(namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class ListKeysOp:
+    """One page of keys in a namespace, in key order; `cursor` from the previous Page."""
+
+    namespace: str = ""
+    pattern: str | None = None
+    limit: int = 100
+    cursor: str | None = None
+    key: None = None
+    kind: ClassVar[str] = "list_keys"
+
+    @classmethod
+    def make(cls, *, namespace: Any = "", pattern: str | None = None, limit: int = 100,
+             cursor: str | None = None) -> ListKeysOp:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise codec.InvalidValue(f"limit must be an int >= 1, got {limit!r}")
+        if pattern is not None and not isinstance(pattern, str):
+            raise codec.InvalidValue(f"pattern must be str, got {type(pattern).__name__}")
+        if cursor is not None and not isinstance(cursor, str):
+            raise codec.InvalidValue(f"cursor must be str or None, got {type(cursor).__name__}")
+        return cls(codec.check_namespace(namespace), pattern, limit, cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearOp:
+    """Remove every record of `namespace` (None: of every namespace under the prefix)."""
+
+    namespace: str | None = ""
+    key: None = None
+    kind: ClassVar[str] = "clear"
+
+    @classmethod
+    def make(cls, *, namespace: Any = "") -> ClearOp:
+        return cls(None if namespace is None else codec.check_namespace(namespace))
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicateOp:
+    """Install `record` as is unless a live copy with a version >= its version exists.
+
+    Used by replication, hydration and rebalancing; idempotent by construction.
+    """
+
+    record: Record = field(compare=False)
+    kind: ClassVar[str] = "replicate"
+
+    @property
+    def key(self) -> str:
+        return self.record.key
+
+    @property
+    def namespace(self) -> str:
+        return self.record.namespace
+
+
+Op = (StoreOp | RetrieveOp | ExistsOp | DeleteOp | UpdateOp | SearchOp | CountOp
+      | ListKeysOp | ClearOp | ReplicateOp)
+WRITE_KINDS = frozenset({"store", "delete", "update", "clear", "replicate"})
