@@ -25,7 +25,7 @@ def redis_url() -> str:
 
     try:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001 - any failure means "not reachable"
+    except Exception as exc:  # any failure means "not reachable"
         require_service(f"Redis at {url} is not reachable: {type(exc).__name__}")
     return url
 
@@ -42,7 +42,7 @@ def postgres_dsn() -> str:
     try:
         with psycopg.connect(dsn, connect_timeout=3) as conn:
             conn.execute("SELECT 1")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         require_service(f"PostgreSQL at {dsn} is not reachable: {type(exc).__name__}")
     return dsn
 

@@ -38,7 +38,7 @@ def wait_until(condition: Callable[[], Any], *, timeout: float = 10.0, interval:
             value = condition()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - keep polling, report the last one
+        except Exception as exc:  # keep polling, report the last one
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {message}"
