@@ -10,6 +10,7 @@ they would not come back as they went in.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -128,3 +129,47 @@ def check_version(version: Any, *, what: str = "if_version") -> int | None:
     if isinstance(version, bool) or not isinstance(version, int) or version < 0:
         raise InvalidValue(f"{what} must be an int >= 0, got {version!r}")
     return version
+
+
+# ---- a JSON-safe form of native values (files json/yaml format, SQL JSON metadata) ----------
+
+_TAGS = ("$bytes", "$float", "$dict")
+
+
+def to_json_safe(value: Any) -> Any:
+    """Return `value` with everything JSON cannot carry exactly replaced by a one-key tag dict.
+
+    bytes -> {"$bytes": base64}, a non-finite float -> {"$float": "nan" | "inf" | "-inf"},
+    and a real dict whose only key is a tag name -> {"$dict": {...}}, so `from_json_safe`
+    restores exactly what went in. Tagging beats storing msgpack-in-base64 because the
+    file or column stays readable and queryable for every value without bytes.
+    """
+    kind = type(value)
+    if kind is bytes:
+        return {"$bytes": base64.b64encode(value).decode("ascii")}
+    if kind is float and not math.isfinite(value):
+        return {"$float": repr(value)}
+    if kind is list:
+        return [to_json_safe(v) for v in value]
+    if kind is dict:
+        out = {k: to_json_safe(v) for k, v in value.items()}
+        return {"$dict": out} if len(out) == 1 and next(iter(out)) in _TAGS else out
+    return value
+
+
+def from_json_safe(data: Any) -> Any:
+    """Invert `to_json_safe`."""
+    kind = type(data)
+    if kind is list:
+        return [from_json_safe(v) for v in data]
+    if kind is dict:
+        if len(data) == 1:
+            tag, inner = next(iter(data.items()))
+            if tag == "$bytes":
+                return base64.b64decode(inner, validate=True)
+            if tag == "$float":
+                return float(inner)
+            if tag == "$dict":
+                return {k: from_json_safe(v) for k, v in inner.items()}
+        return {k: from_json_safe(v) for k, v in data.items()}
+    return data

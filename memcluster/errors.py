@@ -38,6 +38,10 @@ class VersionConflict(MemclusterError):
         self.expected = expected
         self.actual = actual
 
+    def __reduce__(self):  # keep the fields when pickled across processes (Ray)
+        return (_rebuild, (type(self), self.args,
+                           {"key": self.key, "expected": self.expected, "actual": self.actual}))
+
 
 class UnsupportedQuery(MemclusterError):
     """The backend cannot answer this query; it never silently matches everything."""
@@ -53,6 +57,10 @@ class UnknownSource(MemclusterError, LookupError):
 
 class ConfigError(MemclusterError, ValueError):
     """A configuration is invalid; the message names the field (`sources[1].replicas`)."""
+
+
+class ConfirmationRequired(MemclusterError, ValueError):
+    """A destructive call (`clear`) was made without `confirm=True`; nothing was removed."""
 
 
 class CapacityExceeded(MemclusterError):
@@ -74,23 +82,56 @@ class StaleRing(TransientError):
         super().__init__(message)
         self.current = current
 
+    def __reduce__(self):  # keep `current` when pickled across processes (Ray)
+        return (_rebuild, (type(self), self.args, {"current": self.current}))
+
 
 class Timeout(TransientError):
     """An operation did not finish before its deadline."""
+
+
+class FencedOut(MemclusterError):
+    """A control write carried a fencing epoch older than the current one: another manager
+    has taken the lease since. Permanent for this caller: it must stop acting as leader."""
+
+    def __init__(self, message: str, *, epoch: int | None = None,
+                 current: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.current = current
+
+    def __reduce__(self):  # keep the fields when pickled across processes (Ray)
+        return (_rebuild, (type(self), self.args, {"epoch": self.epoch, "current": self.current}))
+
+
+class ShardUnavailable(TransientError):
+    """A shard cannot serve this call now (busy, hydrating, restarting); retry shortly."""
+
+
+class ShardDied(MemclusterError):
+    """A shard actor is gone for good (permanent): route around it until it is replaced."""
 
 
 class UnknownOutcome(TransientError):
     """A non-idempotent operation may or may not have been applied (the shard died mid-call)."""
 
 
+def _rebuild(cls: type, args: tuple, fields: dict) -> Exception:
+    return cls(*args, **fields)
+
+
 __all__ = [
     "CapacityExceeded",
     "ConfigError",
+    "ConfirmationRequired",
+    "FencedOut",
     "InvalidKey",
     "InvalidValue",
     "MemclusterError",
     "NotFound",
     "QuorumNotReached",
+    "ShardDied",
+    "ShardUnavailable",
     "SourceUnavailable",
     "StaleRing",
     "Timeout",

@@ -1,0 +1,10 @@
+"""Local memory: `MemoryManager`, configuration (`memory_source`, `load_config`), LLM tools.
+
+`MemorySurface` is the public memory API shared with the cluster client.
+"""
+
+from memcluster.manager.config import Config, load_config, memory_source
+from memcluster.manager.manager import MemoryManager
+from memcluster.manager.surface import MemorySurface
+
+__all__ = ["Config", "MemoryManager", "MemorySurface", "load_config", "memory_source"]
