@@ -4,7 +4,7 @@ Supervisor decisions, ring changes, leadership changes and recoveries are logged
 events: a short name plus fields, e.g. `event(log, "ring.switched", source="cache",
 version=4)`. `MEMCLUSTER_LOG_FORMAT=json` prints one JSON object a line (for log
 shippers); the default is a readable line. `MEMCLUSTER_LOG_LEVEL` sets the level.
-Every message and field passes through `redact()` so a URL with a password never
+Every message and field passes through `secrets.redact_text` so a URL with a password never
 reaches a log, whatever the caller forgot.
 """
 
@@ -13,20 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import sys
 import time
 from typing import Any
 
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@/\s]*@")
-_KV_SECRET = re.compile(r"(?i)\b(password|passwd|pwd|token|secret)=([^\s&;]+)")
+from memcluster.secrets import redact_text as redact
+
 ROOT = "memcluster"
-
-
-def redact(text: str) -> str:
-    """Mask passwords in URLs (`redis://:***@h`) and `password=...` pairs in free text."""
-    text = _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    return _KV_SECRET.sub(lambda m: f"{m[1]}=***", text)
 
 
 def get_logger(name: str) -> logging.Logger:
