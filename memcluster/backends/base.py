@@ -139,7 +139,7 @@ class MemoryBackend(ABC):
         while True:
             page = self.search(SearchOp(Query(text=op.query.text, pattern=op.query.pattern,
                                               filter=op.query.filter, limit=step, offset=offset,
-                                              order_by="key", min_score=op.query.min_score),
+                                              min_score=op.query.min_score),
                                         op.namespace))
             total += len(page)
             if len(page) < step:
@@ -150,25 +150,33 @@ class MemoryBackend(ABC):
         """Compare-and-set retry loop: atomic per key because the conditional store is."""
         for _ in range(UPDATE_RETRIES):
             current = self.retrieve(RetrieveOp(op.key, op.namespace))
-            new_value = op.fn(None if current is None else current.value)
-            now = self.clock()
-            if op.ttl is not None:
-                ttl = op.ttl
-            elif current is not None and current.expires_at is not None:
-                ttl = max(current.expires_at - now, 1e-3)
-            else:
-                ttl = None
-            metadata = op.metadata if op.metadata is not None else (
-                current.metadata if current is not None else None)
-            store = StoreOp.make(op.key, new_value, namespace=op.namespace, metadata=metadata,
-                                 ttl=ttl, if_version=0 if current is None else current.version,
-                                 max_bytes=op.max_bytes)
+            store = self.update_store_op(op, current)
             try:
                 return self.store(store)
             except VersionConflict:
                 continue
         raise VersionConflict(f"update of {op.key!r} lost the race {UPDATE_RETRIES} times",
                               key=op.key)
+
+    def update_store_op(self, op: UpdateOp, current: Record | None) -> StoreOp:
+        """The CAS store an update makes from the live `current` record (calls `op.fn`).
+
+        Keeps the record's metadata and remaining TTL unless the update gives new ones.
+        Shared by the default `update` and by backends that lock the row themselves.
+        """
+        new_value = op.fn(None if current is None else current.value)
+        now = self.clock()
+        if op.ttl is not None:
+            ttl = op.ttl
+        elif current is not None and current.expires_at is not None:
+            ttl = max(current.expires_at - now, 1e-3)
+        else:
+            ttl = None
+        metadata = op.metadata if op.metadata is not None else (
+            current.metadata if current is not None else None)
+        return StoreOp.make(op.key, new_value, namespace=op.namespace, metadata=metadata,
+                            ttl=ttl, if_version=0 if current is None else current.version,
+                            max_bytes=op.max_bytes)
 
     def clear(self, op: ClearOp) -> int:
         """Pages through keys (or `export` for every namespace) and deletes them."""
@@ -231,11 +239,19 @@ class MemoryBackend(ABC):
             self.check_query(op.query)  # type: ignore[union-attr]
         return getattr(self, kind)(op)
 
+    def _native_many(self, kind: str) -> bool:
+        """True if this class overrides the *_many form for `kind` (the default is a loop)."""
+        name = _MANY_METHOD[kind]
+        return getattr(type(self), name) is not getattr(MemoryBackend, name)
+
     def apply_batch(self, ops: Iterable[Op], *, return_exceptions: bool = True) -> list[Any]:
-        """Apply ops in order; runs of stores, retrieves or deletes use the *_many forms.
+        """Apply ops in order; runs of stores or retrieves use overridden *_many forms.
 
         With `return_exceptions` a MemclusterError becomes that op's result and the rest
-        still apply (the shard fast path); otherwise the first error is raised.
+        still apply (the shard fast path); otherwise the first error is raised. A failed
+        run is redone op by op, so an overriding `store_many` must be all or nothing
+        (nothing written when it raises); the default loops are not used for runs, since
+        replaying their first writes would bump versions twice.
         """
         results: list[Any] = []
         ops = list(ops)
@@ -243,7 +259,7 @@ class MemoryBackend(ABC):
         while i < len(ops):
             kind = ops[i].kind
             j = i + 1
-            if kind in _MANY and _batchable(ops[i]):
+            if kind in _MANY and self._native_many(kind) and _batchable(ops[i]):
                 while j < len(ops) and ops[j].kind == kind and _batchable(ops[j]):
                     j += 1
             run = ops[i:j]
@@ -272,9 +288,9 @@ def _batchable(op: Op) -> bool:
     return not (op.kind == "store" and op.expected_version is not None)  # type: ignore[union-attr]
 
 
-# Runs of these kinds go through the *_many forms (native batches where a backend has them).
+# Runs of these kinds go through the *_many forms when a backend has native ones.
 _MANY: dict[str, Callable[[MemoryBackend, Sequence[Any]], list[Any]]] = {
     "store": lambda backend, ops: backend.store_many(ops),
     "retrieve": lambda backend, ops: backend.retrieve_many(ops),
-    "delete": lambda backend, ops: [backend.delete(op) for op in ops],
 }
+_MANY_METHOD = {"store": "store_many", "retrieve": "retrieve_many"}
