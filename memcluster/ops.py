@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from memcluster import codec
+from memcluster.errors import VersionConflict
 from memcluster.model import Query, Record
 
 
@@ -53,6 +54,21 @@ class StoreOp:
         if self.if_version is not None:
             return self.if_version
         return None if self.overwrite else 0
+
+    def record_after(self, current: Record | None, now: float) -> Record:
+        """The record this write leaves, given the live `current` one (None if absent/expired).
+
+        Raises VersionConflict if the CAS condition fails. One pure transition shared by the
+        backends that compute versions themselves, so they cannot disagree on the rules.
+        """
+        actual = 0 if current is None else current.version
+        expected = self.expected_version
+        if expected is not None and expected != actual:
+            raise VersionConflict(f"{self.key!r} is at version {actual}, expected {expected}",
+                                  key=self.key, expected=expected, actual=actual)
+        return Record(self.key, self.value, self.namespace, dict(self.metadata), actual + 1,
+                      now if current is None else current.created_at, now,
+                      None if self.ttl is None else now + self.ttl)
 
 
 @dataclass(frozen=True, slots=True)
