@@ -1,0 +1,71 @@
+"""The examples run as a user would run them, offline, and do what they say."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run_example(name: str, *args: str, timeout: float = 120, env: dict | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL)
+
+
+def test_tool_loop_stores_retrieves_and_searches():
+    done = run_example("tool_loop.py", "--namespace", "agent-9")
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    # the model's calls, each fed back as a tool result, in order
+    assert out.index("=> memory_store(") < out.index("=> memory_retrieve(") \
+        < out.index("=> memory_search(")
+    assert out.count("tool   -> {\"ok\": true") == 3
+    assert "Memories about it: user:favourite_colour = teal" in out
+    assert "stored in namespace 'agent-9'" in out
+
+
+def test_tool_loop_functions_in_process():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import tool_loop
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    import memcluster as mc
+
+    with mc.MemoryManager([mc.memory_source("cache", "memory", default=True)]) as mem:
+        messages = tool_loop.run_agent(tool_loop.memory_script(), mem, "teal!", namespace="a")
+        assert mem.retrieve("user:favourite_colour", namespace="a").value["said"] == "teal!"
+        assert mem.retrieve("user:favourite_colour") is None   # bound to namespace "a"
+    tool_messages = [m for m in messages if m["role"] == "tool"]
+    assert len(tool_messages) == 3 and messages[-1]["role"] == "assistant"
+
+
+def test_langgraph_graph_remembers_across_sessions(tmp_path):
+    db = tmp_path / "memory.db"
+    done = run_example("langgraph_graph.py", "--path", str(db))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "What I remember about 'tea': I take my tea with lemon" in done.stdout
+    assert "What I remember about 'cat': my cat is called Ziggy" in done.stdout
+    assert db.exists()
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+@pytest.mark.skip(reason="the embedded cluster cannot be joined yet: ray.init(address=...) to "
+                         "the head that start_cluster starts fails with InvalidAuthToken "
+                         "(cluster helper's work in memcluster/cluster/embedded.py); remove "
+                         "this skip once `python examples/ray_fleet.py` passes")
+def test_ray_fleet_shares_memory_across_two_jobs(tmp_path, redis_url):
+    env = {**os.environ, "MEMCLUSTER_STATE_DIR": str(tmp_path / "state")}
+    done = run_example("ray_fleet.py", "--name", f"fleet{os.getpid()}", "--agents", "3",
+                       "--redis-url", redis_url, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout
+    assert "OK: 2 jobs, 3 shared findings" in done.stdout
+    assert done.stdout.count("sees 3 findings") == 3
+    assert "stopped" in done.stdout
