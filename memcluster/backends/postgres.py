@@ -92,7 +92,13 @@ _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 # ---- errors ---------------------------------------------------------------------------------
 
 def _unavailable(*, retry: bool) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Map connection failures to SourceUnavailable; read-only calls get one retry."""
+    """Map connection failures to SourceUnavailable; read-only calls get one retry.
+
+    Writes are retried only after `AdminShutdown` (the session was terminated, e.g. by
+    `pg_terminate_backend`, before it answered): the server aborts a terminated session's
+    open transaction, so the write did not happen and replaying it cannot apply it twice.
+    Any other failure mid-write may follow a commit, so it is reported, not replayed.
+    """
 
     def decorate(method: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(method)
@@ -101,7 +107,8 @@ def _unavailable(*, retry: bool) -> Callable[[Callable[..., T]], Callable[..., T
                 try:
                     return method(self, *args, **kwargs)
                 except _CONNECTION_ERRORS as exc:
-                    if retry and attempt == 1 and self.pool is not None:
+                    replayable = retry or isinstance(exc, psycopg.errors.AdminShutdown)
+                    if replayable and attempt == 1 and self.pool is not None:
                         self.pool.check()  # drop dead connections before the retry
                         continue
                     raise SourceUnavailable(
