@@ -148,3 +148,4 @@ class SourceSpec:
     replicas: int | None = None
     write_quorum: int | None = None
     supervision: dict[str, Any] = field(default_factory=dict)
+    read_quorum: int | None = None  # cluster: replicas compared per read (None/1 = primary)

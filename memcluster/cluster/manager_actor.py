@@ -25,6 +25,7 @@ clients use; it is the slow path (two hops) for callers that cannot hold shard h
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -34,20 +35,33 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from memcluster import logs
 from memcluster.backends.registry import backend_name, resolve_backend
 from memcluster.cluster import names
+from memcluster.cluster.recovery import Hydration
+from memcluster.cluster.retry import Retry
 from memcluster.cluster.ring import Ring, routing_key
 from memcluster.cluster.router import Placement, Router
-from memcluster.cluster.shard import ShardHandle, shard_actor_class
+from memcluster.cluster.shard import Done, ShardHandle, shard_actor_class
+from memcluster.cluster.supervisor import (
+    ROOT_SUPERVISION,
+    CallbackTerminator,
+    ChildSpec,
+    SupervisionSpec,
+    Supervisor,
+    SupervisorEvent,
+)
 from memcluster.errors import (
     ConfigError,
     FencedOut,
     MemclusterError,
     NotFound,
     ShardDied,
+    ShardUnavailable,
     SourceUnavailable,
     Timeout,
     UnknownSource,
+    VersionConflict,
 )
 from memcluster.logs import event, get_logger
 from memcluster.model import Record, SourceSpec
@@ -56,6 +70,9 @@ from memcluster.ops import Op
 log = get_logger("cluster.manager")
 _PAGE = 1000
 PING_MISSES = 3
+# Coordination writes (ring switch, spec) wait this long for Redis to come back.
+COORDINATION_RETRY = Retry(deadline=120.0, delay=0.1, max_delay=1.0,
+                           retry_on=(SourceUnavailable,))
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,7 @@ class Layout:
                 "description": self.spec.description, "default": self.spec.default,
                 "shards": len(self.placement.ring), "replicas": self.placement.replicas,
                 "write_quorum": self.placement.write_quorum,
+                "read_quorum": self.spec.read_quorum or 1,
                 "ring": self.placement.ring.to_dict()}
 
 
@@ -93,20 +111,44 @@ class ManagerCore:
     """The manager's logic (see the module docstring). Thread-safe: Ray calls it concurrently."""
 
     def __init__(self, cluster: str, redis_url: str, spec: Mapping[str, Any] | None = None, *,
-                 lease_ttl_ms: int = 5000, tick: float = 1.0, autostart: bool = True,
-                 exit_on_lost_lease: bool = False) -> None:
+                 lease_ttl_ms: int | None = None, tick: float | None = None,
+                 autostart: bool = True, exit_on_lost_lease: bool = False,
+                 root_supervision: Mapping[str, Any] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
+        from memcluster.manager.config import DEFAULT_HEALTH
+
         self.cluster = names.check_cluster_name(cluster)
         self.namespace = names.ray_namespace(cluster)
         self.redis_url = redis_url
         self.given_spec = dict(spec) if spec is not None else None
-        self.lease_ttl_ms = lease_ttl_ms
-        self.tick = tick
+        # Values of the spec's ${VAR}s, from the starter (the spec in Redis stays unexpanded;
+        # an actor argument, unlike a runtime env, is never written to Ray's logs).
+        self.env = dict(env or {})
+        # Timings from the spec's `health:` section (validated again when the spec loads).
+        self.health = {**DEFAULT_HEALTH, **((self.given_spec or {}).get("health") or {})}
+        self.lease_ttl_ms = lease_ttl_ms or int(self.health["lease_ttl"] * 1000)
+        self.tick = tick or float(self.health["interval"])
+        # In the Ray actor: a lost lease or a root supervisor giving up exits the process,
+        # Ray restarts the actor and it recovers from Redis.
         self.exit_on_lost_lease = exit_on_lost_lease
+        self.root: Supervisor | None = None
+        self.supervisors: dict[str, Supervisor] = {}
+        self.failed: dict[str, str] = {}              # source -> why it is unavailable
+        self.hydrations: dict[str, Hydration] = {}    # shard id -> its latest hydration
+        self._attachable: set[str] = set()           # first start: attach to a live actor
+        self._hb_seen: dict[str, str] = {}            # shard id -> incarnation seen beating
+        self.incarnations: dict[str, str] = {}        # shard id -> its current incarnation
+        self._redis_ok_since: float | None = None
+        self._membership: Any = None
+        self.root_supervision = root_supervision
         self.holder = f"manager-{uuid.uuid4().hex[:8]}"
         self.layouts: dict[str, Layout] = {}
         self.handles: dict[str, ShardHandle] = {}
         self.misses: dict[str, int] = {}
         self.restarts = 0
+        self.restarts_by_source: dict[str, int] = {}
+        self._metrics_server: Any = None
+        self._report_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self.epoch: int | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -143,6 +185,9 @@ class ManagerCore:
     def _run(self) -> None:
         from memcluster.cluster.coordinator import Coordinator
 
+        os.environ.update(self.env)
+        if self.exit_on_lost_lease:  # in its own actor process: JSON/level from env, redacted
+            logs.configure(os.environ.get("MEMCLUSTER_LOG_LEVEL", "INFO"))
         try:
             self._coord = Coordinator(self.redis_url, self.cluster)
             lease = self._coord.lease(self.holder, ttl_ms=self.lease_ttl_ms)
@@ -165,6 +210,7 @@ class ManagerCore:
             self.error = exc
             self._ready.set()
             return
+        self._start_metrics()
         self._ready.set()
         while not self._stop.wait(self.tick):
             try:
@@ -212,6 +258,7 @@ class ManagerCore:
         if stored is None:
             coord.save_spec(config.raw, self.epoch)
         self.raw_spec = config.raw
+        self.health = dict(config.health)
         for src in config.sources:
             found = coord.ring_store.load(src.name)
             if found is None:
@@ -224,51 +271,195 @@ class ManagerCore:
             self.layouts[src.name] = layout
         self.default_source = next((s.name for s in config.sources if s.default),
                                    config.sources[0].name if config.sources else None)
-        for layout in self.layouts.values():
-            for sid in layout.placement.ring.shard_ids:
-                self._attach_or_spawn(sid, layout)
+        self._build_tree()
+        assert self.root is not None
+        self.root.start()   # attaches to live shards (no data moves), spawns missing ones
+
+    # ---- the supervision tree ----------------------------------------------------------
+
+    def _build_tree(self) -> None:
+        """Root (one_for_one, 3 in 300 s) -> one supervisor per source -> its shards."""
+        root_spec = SupervisionSpec.from_dict(self.root_supervision, path="root supervision",
+                                              default=ROOT_SUPERVISION)
+        self.root = Supervisor.with_spec([], root_spec, name="root",
+                                         terminator=self._terminator(),
+                                         on_event=self._on_supervisor_event,
+                                         on_give_up=self._root_gave_up)
+        for name, layout in self.layouts.items():
+            self._attachable.update(layout.placement.ring.shard_ids)
+            spec = SupervisionSpec.from_dict(layout.spec.supervision or None,
+                                             path=f"sources[{name}].supervision")
+            sup = Supervisor.with_spec(
+                [self._child(sid) for sid in layout.placement.ring.shard_ids], spec, name=name,
+                terminator=self._terminator(), on_event=self._on_supervisor_event)
+            self.supervisors[name] = sup
+            self.root.add_child(sup.as_child(), start=False)
+
+    def _terminator(self) -> CallbackTerminator:
+        def stop(handle: ShardHandle, timeout: float) -> bool:
+            try:
+                handle.control("close", timeout=timeout).result()
+            except MemclusterError:
+                return False     # then killed
+            _kill(handle.actor)
+            return True
+
+        return CallbackTerminator(stop, lambda handle: _kill(handle.actor))
+
+    def _child(self, sid: str) -> ChildSpec:
+        return ChildSpec(sid, lambda: self._start_shard(sid), "permanent",
+                         shutdown_timeout=float(self.health["ping_timeout"]) * 4)
+
+    def _on_supervisor_event(self, ev: SupervisorEvent) -> None:
+        level = logging.WARNING if ev.kind in ("gave_up", "intensity_exceeded", "escalated",
+                                                "start_failed", "exited") else logging.INFO
+        event(log, f"supervisor.{ev.kind}", level=level, supervisor=ev.supervisor,
+              child=ev.child, **{k: v for k, v in ev.detail.items() if k != "children"})
+        if ev.kind == "gave_up" and ev.supervisor in self.layouts:
+            sup = self.supervisors[ev.supervisor]
+            self.failed[ev.supervisor] = (f"its supervisor gave up: more than {sup.intensity} "
+                                          f"restarts in {sup.period:g}s")
+        elif ev.kind == "started" and ev.supervisor == "root" and ev.child in self.failed:
+            self.failed.pop(ev.child, None)
+
+    def _root_gave_up(self, root: Supervisor) -> None:
+        """The root exceeded its intensity: every source fails; the actor exits (Ray restarts
+        it and the new incarnation recovers from Redis)."""
+        for name in self.layouts:
+            self.failed[name] = "the root supervisor gave up"
+        event(log, "manager.crash", level=logging.ERROR, cluster=self.cluster,
+              reason="root supervisor gave up")
+        if self.exit_on_lost_lease:
+            os._exit(1)
 
     # ---- shards ------------------------------------------------------------------------
 
     def _layout_of(self, sid: str) -> Layout:
         return self.layouts[sid.rsplit("/", 1)[0]]
 
-    def _attach_or_spawn(self, sid: str, layout: Layout) -> None:
+    def _start_shard(self, sid: str) -> ShardHandle:
+        """A supervisor child's start: first attach (or adopt a pre-spawned shard), later
+        replace: kill whatever runs under the name, spawn a new incarnation, hydrate it."""
+        with self._lock:
+            layout = self._layout_of(sid)
+            hydrate = layout.placement.replicas > 1
+            if sid in self._attachable:
+                self._attachable.discard(sid)
+                handle = self.handles.get(sid) or self._attach(sid, layout)
+                return handle or self._spawn(sid, layout, hydrate=hydrate)
+            old = self.handles.pop(sid, None)
+            if old is not None:
+                _kill(old.actor)
+            name = names.shard_actor_name(self.cluster, sid)
+            _kill_by_name(name, self.namespace)
+            _wait_name_free(name, self.namespace)
+            self.restarts += 1
+            source = sid.rsplit("/", 1)[0]
+            self.restarts_by_source[source] = self.restarts_by_source.get(source, 0) + 1
+            event(log, "shard.restart", level=logging.WARNING, shard=sid,
+                  restarts=self.restarts)
+            return self._spawn(sid, layout, hydrate=hydrate)
+
+    def _attach(self, sid: str, layout: Layout) -> ShardHandle | None:
+        """Re-attach to a live shard actor (a restarted manager); None if there is none."""
         import ray
 
         name = names.shard_actor_name(self.cluster, sid)
         try:
             actor = ray.get_actor(name, namespace=self.namespace)
-            handle = ShardHandle(actor, sid, name)
-            handle.control("set_ring", self.epoch, layout.placement.ring.version).result()
-            self.handles[sid] = handle
-        except (ValueError, ShardDied):
-            self._spawn(sid, layout, hydrate=layout.placement.replicas > 1)
+        except ValueError:
+            return None
+        handle = ShardHandle(actor, sid, name, timeout=float(self.health["call_timeout"]))
+        try:
+            info = handle.control("set_ring", self.epoch, layout.placement.ring.version).result()
+        except (ShardDied, Timeout, ShardUnavailable):
+            _kill(actor)                      # wedged or dying: replace it
+            _wait_name_free(name, self.namespace)
+            return None
+        self.handles[sid] = handle
+        self.misses[sid] = 0
+        self.incarnations[sid] = info["incarnation"]
+        if info.get("hydrating"):            # the previous manager died mid-hydration
+            self._start_hydration(sid, handle, info["incarnation"], layout.placement)
+        event(log, "shard.attached", shard=sid, incarnation=info["incarnation"])
+        return handle
 
     def _spawn(self, sid: str, layout: Layout, *, hydrate: bool,
                ring_version: int | None = None) -> ShardHandle:
         name = names.shard_actor_name(self.cluster, sid)
         version = ring_version or layout.placement.ring.version
+        interval = float(self.health["interval"])
+        heartbeat = {"redis_url": self.redis_url, "cluster": self.cluster,
+                     "interval": interval,
+                     "ttl_ms": int(interval * int(self.health["misses"]) * 1000)}
         actor = shard_actor_class().options(
             name=name, namespace=self.namespace, lifetime="detached").remote(
             layout.spec.backend, layout.spec.opts, prefix=name, shard_id=sid,
-            ring_version=version, epoch=self.epoch or 0, hydrating=hydrate)
-        handle = ShardHandle(actor, sid, name)
-        handle.control("open").result()
+            ring_version=version, epoch=self.epoch or 0, hydrating=hydrate,
+            incarnation=uuid.uuid4().hex[:12], heartbeat=heartbeat)
+        handle = ShardHandle(actor, sid, name, timeout=float(self.health["call_timeout"]))
+        info = handle.control("open").result()
         self.handles[sid] = handle
         self.misses[sid] = 0
+        self.incarnations[sid] = info["incarnation"]
         if hydrate:
-            self._hydrate(sid, layout.placement)
-        event(log, "shard.started", shard=sid, hydrated=hydrate)
+            self._start_hydration(sid, handle, info["incarnation"], layout.placement)
+        event(log, "shard.started", shard=sid, hydrating=hydrate)
         return handle
 
-    def _hydrate(self, sid: str, placement: Placement) -> int:
-        """Copy to `sid` every record it should hold, from the other shards of its ring."""
-        others = [s for s in placement.ring.shard_ids if s != sid and s in self.handles]
-        copied = self._copy(others, lambda r: [sid] if sid in placement.preference(
-            r.key, r.namespace) else [])
-        self.handles[sid].control("finish_hydration", self.epoch).result()
-        return sum(len(v) for v in copied.values())
+    def _start_hydration(self, sid: str, handle: ShardHandle, incarnation: str,
+                         placement: Placement) -> Hydration:
+        """Copy `sid`'s keys back from its replicas on a thread; it serves reads after."""
+        others = tuple(s for s in placement.ring.shard_ids if s != sid)
+        previous = self.hydrations.get(sid)
+        if previous is not None:
+            previous.abandon()
+        hyd = Hydration(sid, incarnation, others)
+        self.hydrations[sid] = hyd
+        threading.Thread(target=self._hydrate, args=(handle, hyd, placement),
+                         name=f"memcluster-hydrate-{sid}", daemon=True).start()
+        return hyd
+
+    def _hydrate(self, handle: ShardHandle, hyd: Hydration, placement: Placement) -> None:
+        sid = hyd.shard_id
+        while not self._stop.is_set() and self.handles.get(sid) is handle:
+            try:
+                for src in hyd.sources:
+                    if src in hyd.done:
+                        continue
+                    self._copy_into(sid, handle, src, hyd, placement)
+                    hyd.source_done(src)
+                handle.control("finish_hydration", self.epoch).result()
+                hyd.finish()
+                event(log, "shard.hydrated", shard=sid, copied=hyd.copied)
+                return
+            except (ShardDied, FencedOut):
+                break                     # the shard is replaced, or we are deposed
+            except MemclusterError as exc:  # a slow or restarting peer: try again shortly
+                event(log, "shard.hydration_retry", level=logging.WARNING, shard=sid,
+                      error=type(exc).__name__)
+                self._stop.wait(self.tick)
+        hyd.abandon()
+
+    def _copy_into(self, sid: str, handle: ShardHandle, src: str, hyd: Hydration,
+                   placement: Placement) -> None:
+        """Copy the records of `src` that `sid` should hold (a dead `src` is skipped: its
+        keys' other replicas are read too)."""
+        cursor = None
+        while True:
+            source = self.handles.get(src)
+            if source is None:
+                return
+            try:
+                records, cursor = source.control("export", cursor, _PAGE).result()
+            except (ShardDied, Timeout):
+                return
+            mine = [r for r in records if sid in placement.preference(r.key, r.namespace)]
+            if mine:
+                handle.control("accept_handoff", self.epoch, mine).result()
+            hyd.page_copied(len(mine))
+            if cursor is None:
+                return
 
     def _copy(self, sources: Iterable[str], targets: Callable[[Record], list[str]]
               ) -> dict[str, set[tuple[str, str]]]:
@@ -296,43 +487,97 @@ class ManagerCore:
         return copied
 
     def check_shards(self) -> list[str]:
-        """Ping every shard and replace the dead ones; -> the shard ids replaced.
+        """Health-check every supervised shard; report the dead ones to their supervisor.
 
-        The supervision seam: the OTP supervisor takes over this decision later.
+        Dead means: `ShardDied` (ActorDiedError), `misses` consecutive pings unanswered
+        within `ping_timeout` (a frozen process), or its Redis heartbeat lapsed. The
+        source's supervisor decides what happens (restart per strategy, or give up).
+        -> the shard ids reported dead.
         """
-        if not self.leading:
+        if not self.leading or self.root is None:
             return []
         with self._lock:
-            pendings = [(sid, h.control("ping", timeout=2.0)) for sid, h in self.handles.items()]
-            dead = []
-            for sid, pending in pendings:
+            timeout = float(self.health["ping_timeout"])
+            watched = [(sid, h) for sid, h in self.handles.items()
+                       if self._supervised(sid)]
+            pendings = [(sid, h, h.control("ping", timeout=timeout)) for sid, h in watched]
+            lapsed = self._lapsed_heartbeats()
+            dead: list[tuple[str, ShardHandle, str]] = []
+            for sid, handle, pending in pendings:
                 try:
                     pending.result()
                     self.misses[sid] = 0
                 except ShardDied:
-                    dead.append(sid)
+                    dead.append((sid, handle, "died"))
+                    continue
                 except MemclusterError:
                     self.misses[sid] = self.misses.get(sid, 0) + 1
-                    if self.misses[sid] >= PING_MISSES:
-                        dead.append(sid)
-            for sid in dead:
-                self.restart_shard(sid)
-            return dead
+                    if self.misses[sid] >= int(self.health["misses"]):
+                        dead.append((sid, handle, f"{self.misses[sid]} pings missed"))
+                    continue
+                if sid in lapsed:
+                    dead.append((sid, handle, "heartbeat lapsed"))
+            for sid, handle, why in dead:
+                event(log, "shard.dead", level=logging.WARNING, shard=sid, reason=why)
+                self.misses[sid] = 0
+                self._hb_seen.pop(sid, None)
+                hyd = self.hydrations.get(sid)
+                if hyd is not None:
+                    hyd.abandon()
+                sup = self.supervisors[sid.rsplit("/", 1)[0]]
+                sup.child_exited(sid, "crash", handle=handle)
+            return [sid for sid, _, _ in dead]
+
+    def _supervised(self, sid: str) -> bool:
+        sup = self.supervisors.get(sid.rsplit("/", 1)[0])
+        if sup is None or sup.state != "running":
+            return False
+        try:
+            return sup.child(sid).state == "running"
+        except KeyError:
+            return False
+
+    def _lapsed_heartbeats(self) -> set[str]:
+        """Shards whose current incarnation heartbeated in Redis and has stopped since.
+
+        Only judged after Redis has answered for a whole heartbeat TTL: heartbeats lapse
+        for everyone while Redis is down, which says nothing about the shards."""
+        interval = float(self.health["interval"])
+        ttl = interval * int(self.health["misses"])
+        try:
+            if self._membership is None:
+                import redis as redis_py
+
+                from memcluster.cluster.coordinator import Coordinator
+
+                fast = float(self.health["ping_timeout"])
+                client = redis_py.Redis.from_url(self.redis_url, socket_timeout=fast,
+                                                 socket_connect_timeout=fast)
+                self._membership = Coordinator(client, self.cluster).membership
+            members = self._membership.members()
+        except MemclusterError:
+            self._redis_ok_since = None
+            return set()
+        now = time.monotonic()
+        if self._redis_ok_since is None:
+            self._redis_ok_since = now
+        judge = now - self._redis_ok_since >= ttl
+        lapsed = set()
+        for sid, incarnation in self.incarnations.items():
+            info = members.get(sid)
+            if info is not None and info.get("incarnation") == incarnation:
+                self._hb_seen[sid] = incarnation
+            elif judge and self._hb_seen.get(sid) == incarnation:
+                lapsed.add(sid)
+        return lapsed
 
     def restart_shard(self, sid: str) -> None:
-        """Kill (if needed) and recreate one shard, hydrating it from its replicas."""
-
+        """Report `sid` crashed to its supervisor (which restarts it per its strategy)."""
         self._fence()
         with self._lock:
-            layout = self._layout_of(sid)
-            handle = self.handles.pop(sid, None)
-            if handle is not None:
-                _kill(handle.actor)
-            _wait_name_free(names.shard_actor_name(self.cluster, sid), self.namespace)
-            self.restarts += 1
-            event(log, "shard.restart", level=logging.WARNING, shard=sid,
-                  restarts=self.restarts)
-            self._spawn(sid, layout, hydrate=layout.placement.replicas > 1)
+            handle = self.handles.get(sid)
+            self.supervisors[sid.rsplit("/", 1)[0]].child_exited(sid, "crash", handle=handle)
+
 
     # ---- what callers ask ----------------------------------------------------------------
 
@@ -342,17 +587,27 @@ class ManagerCore:
         return {"cluster": self.cluster, "namespace": self.namespace, "epoch": self.epoch,
                 "default": self.default_source,
                 "sources": {n: lay.describe() for n, lay in self.layouts.items()},
-                "shards": {sid: h.name for sid, h in self.handles.items()}}
+                "shards": {sid: h.name for sid, h in self.handles.items()},
+                "failed": dict(self.failed),
+                "call_timeout": float(self.health["call_timeout"])}
 
     def execute(self, source: str, ops: list[Op]) -> list[Any]:
         """Route `ops` for a caller without shard handles (the two-hop path)."""
-        self._source(source)
+        self._available(source)
         return self.router.execute(source, ops)
+
+    def _available(self, source: str) -> Layout:
+        """The source's layout, or `SourceUnavailable` if its supervisor gave up."""
+        layout = self._source(source)
+        why = self.failed.get(source)
+        if why is not None:
+            raise SourceUnavailable(f"source {source!r} is failed: {why}")
+        return layout
 
     def export(self, source: str, cursor: str | None, limit: int
                ) -> tuple[list[Record], str | None]:
         """A page of every record of `source`, each once (from its first live holder)."""
-        placement = self._source(source).placement
+        placement = self._available(source).placement
         ids = placement.ring.shard_ids
         index, _, inner = (cursor or "0:").partition(":")
         i = int(index)
@@ -383,10 +638,95 @@ class ManagerCore:
                 shards[sid] = pending.result()
             except MemclusterError as exc:
                 shards[sid] = {"error": type(exc).__name__}
-        return {"cluster": self.cluster, "leader": self.holder, "epoch": self.epoch,
+            hyd = self.hydrations.get(sid)
+            if hyd is not None and hyd.incarnation == self.incarnations.get(sid):
+                shards[sid]["recovery"] = hyd.as_dict()
+                if hyd.state == "recovering" and "error" not in shards[sid]:
+                    shards[sid]["state"] = "recovering"
+                    shards[sid]["hydration"] = hyd.progress
+        return {"supervision": self._supervision_status(), "failed": dict(self.failed),
+                "cluster": self.cluster, "leader": self.holder, "epoch": self.epoch,
                 "leading": self.leading, "restarts": self.restarts,
-                "sources": {n: lay.describe() for n, lay in self.layouts.items()},
-                "shards": shards}
+                "sources": {n: {**lay.describe(),
+                                "restarts": self.restarts_by_source.get(n, 0)}
+                            for n, lay in self.layouts.items()},
+                "shards": shards, "redis": self.redis_health(),
+                "metrics": self.metrics_address()}
+
+    def _supervision_status(self) -> dict[str, Any]:
+        """Per source: running / failed, its strategy and restarts in the current window."""
+        out: dict[str, Any] = {}
+        for name, sup in self.supervisors.items():
+            out[name] = {"state": "failed" if name in self.failed else sup.state,
+                         "reason": self.failed.get(name), "strategy": sup.strategy,
+                         "intensity": sup.intensity, "period": sup.period,
+                         "restarts_in_window": sup.restarts_in_window()}
+        return out
+
+    # ---- operations: Redis health and /metrics ---------------------------------------------
+
+    def redis_health(self) -> dict[str, Any]:
+        """The coordinator's Redis, password masked, and whether it answers now."""
+        from memcluster.secrets import redact_url
+
+        out: dict[str, Any] = {"url": redact_url(self.redis_url), "ok": False}
+        try:
+            out["ok"] = bool(self._coord is not None and self._coord.ping())
+        except MemclusterError as exc:
+            out["error"] = type(exc).__name__
+        return out
+
+    def metrics_address(self) -> str | None:
+        """`host:port` where this manager serves /metrics, or None when off."""
+        if self._metrics_server is None:
+            return None
+        import socket
+
+        return f"{socket.gethostbyname(socket.gethostname())}:{self._metrics_server.server_port}"
+
+    def _start_metrics(self) -> None:
+        """Serve /metrics on the spec's `metrics_port` (None: off); a taken port is logged,
+        never fatal, because metrics must not stop the manager from supervising."""
+        from memcluster.cluster.metrics import ClusterCollector, serve
+        from memcluster.manager.config import DEFAULT_METRICS_PORT
+
+        port = getattr(self, "raw_spec", {}).get("metrics_port", DEFAULT_METRICS_PORT)
+        if port is None or self._metrics_server is not None:
+            return
+        try:
+            self._metrics_server = serve(ClusterCollector(self.metrics_report), int(port))
+            event(log, "metrics.serving", port=int(port))
+        except OSError as exc:
+            event(log, "metrics.unavailable", level=logging.WARNING, port=port,
+                  error=str(exc))
+
+    def metrics_report(self, max_age: float = 2.0) -> dict[str, Any]:
+        """What `ClusterCollector` renders: every shard's stats, gathered at most every
+        `max_age` seconds (scrapes must not keep the shards' mailboxes busy)."""
+        at, cached = self._report_cache
+        if cached and time.monotonic() - at < max_age:
+            return cached
+        status = self.status()
+        sources: dict[str, Any] = {}
+        for name, lay in self.layouts.items():
+            shards = {}
+            failures = 0
+            for sid in lay.placement.ring.shard_ids:
+                st = status["shards"].get(sid) or {"error": "missing"}
+                if "error" in st:
+                    shards[sid] = {"state": "failed"}
+                    continue
+                shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes",
+                                                      "hydration", "ops")}
+                failures += sum(n for (op, outcome), n in (st.get("ops") or {})
+                                .get("counts", {}).items()
+                                if op == "replicate" and outcome != "ok")
+            sources[name] = {"ring_version": lay.placement.ring.version,
+                             "restarts": self.restarts_by_source.get(name, 0),
+                             "replication_failures": failures, "shards": shards}
+        report = {"epoch": self.epoch or 0, "sources": sources}
+        self._report_cache = (time.monotonic(), report)
+        return report
 
     # ---- rebalancing -----------------------------------------------------------------------
 
@@ -395,7 +735,7 @@ class ManagerCore:
 
         epoch = self._fence()
         with self._lock:
-            layout = self._source(source)
+            layout = self._available(source)
             old = layout.placement
             if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
                 raise ConfigError(f"shards: must be an int >= 1, got {shards!r}")
@@ -408,39 +748,85 @@ class ManagerCore:
             target = old.ring.next(new_ids)
             new = replace(old, ring=target)
             coord = self._coord
-            coord.ring_store.put_version(source, target.version, target.to_dict(), epoch=epoch)
+            # While Redis is down this waits (nothing has moved yet) and resumes after.
+            COORDINATION_RETRY.run(lambda: coord.ring_store.put_version(
+                source, target.version, target.to_dict(), epoch=epoch))
             added = [s for s in new_ids if s not in old.ring.shard_ids]
             removed = [s for s in old.ring.shard_ids if s not in new_ids]
-            for sid in added:
-                self._spawn(sid, layout, hydrate=False, ring_version=target.version)
+            sup = self.supervisors[source]
+            olds = list(old.ring.shard_ids)
 
             def moving(r: Record) -> list[str]:
                 rk = routing_key(r.key, r.namespace)
                 before = old.ring.preference(rk, old.replicas)
                 return [s for s in target.preference(rk, new.replicas) if s not in before]
 
-            olds = list(old.ring.shard_ids)
-            first = self._copy(olds, moving)                  # 1. copy while traffic flows
-            self._all(olds, "freeze", epoch)                  # 2. writes wait (retried)
-            second = self._copy(olds, moving)                 # 3. catch up
-            for sid, keys in first.items():                   #    and drop what was deleted
-                gone = keys - second.get(sid, set())
-                if gone:
-                    self.handles[sid].control("drop_keys", epoch, sorted(gone)).result()
-            self._all([*olds, *added], "set_ring", epoch, target.version)   # 4. switch
+            try:
+                for sid in added:                             # supervised from the start
+                    self._spawn(sid, layout, hydrate=False, ring_version=target.version)
+                    self._attachable.add(sid)
+                    sup.add_child(self._child(sid))
+                first = self._copy(olds, moving)              # 1. copy while traffic flows
+                self._all(olds, "freeze", epoch)              # 2. writes wait (retried)
+                second = self._copy(olds, moving)             # 3. catch up
+                for sid, keys in first.items():               #    and drop what was deleted
+                    gone = keys - second.get(sid, set())
+                    if gone:
+                        self.handles[sid].control("drop_keys", epoch, sorted(gone)).result()
+                self._all([*olds, *added], "set_ring", epoch, target.version)   # 4. switch
+            except BaseException:
+                self._abort_scale(source, olds, added, epoch, old.ring.version)
+                raise
             self.layouts[source] = replace(layout, placement=new)
-            coord.ring_store.switch(source, target.version, expected=old.ring.version,
-                                    epoch=epoch)
-            self._save_shards(source, shards, epoch)
+            self._switch_ring(source, target.version, old.ring.version, epoch)
+            COORDINATION_RETRY.run(lambda: self._save_shards(source, shards, epoch))
             moved = sum(len(v) for v in second.values())
             for sid in removed:                               # 5. garbage
-                _kill(self.handles.pop(sid).actor)
+                self._forget_shard(sid)
             dropped = sum(self._all([s for s in olds if s not in removed], "drop_unowned",
                                     epoch, target, new.replicas))
             event(log, "ring.switched", source=source, version=target.version,
                   shards=shards, moved=moved, dropped=dropped)
             return {"source": source, "ring_version": target.version, "shards": shards,
                     "moved": moved, "dropped": dropped}
+
+    def _abort_scale(self, source: str, olds: list[str], added: list[str], epoch: int,
+                     version: int) -> None:
+        """A failed scale before the switch: lift the freeze, drop the new shards."""
+        for sid in olds:
+            handle = self.handles.get(sid)
+            if handle is not None:
+                # dead or wedged: its supervisor replaces it unfrozen
+                with contextlib.suppress(MemclusterError):
+                    handle.control("set_ring", epoch, version).result()
+        for sid in added:
+            self._forget_shard(sid)
+        event(log, "ring.scale_aborted", level=logging.WARNING, source=source)
+
+    def _forget_shard(self, sid: str) -> None:
+        """Stop supervising `sid` and kill it (it left the ring)."""
+        sup = self.supervisors[sid.rsplit("/", 1)[0]]
+        with contextlib.suppress(KeyError):
+            sup.remove_child(sid)
+        handle = self.handles.pop(sid, None)
+        if handle is not None:
+            _kill(handle.actor)
+        self._attachable.discard(sid)
+        self.incarnations.pop(sid, None)
+        self.hydrations.pop(sid, None)
+        self.misses.pop(sid, None)
+
+    def _switch_ring(self, source: str, version: int, expected: int, epoch: int) -> None:
+        """Move the Redis pointer, waiting out a Redis outage (a reply lost to the outage
+        after the switch applied shows up as the pointer already at `version`)."""
+        def switch() -> None:
+            try:
+                self._coord.ring_store.switch(source, version, expected=expected, epoch=epoch)
+            except VersionConflict as exc:
+                if exc.actual != version:
+                    raise
+
+        COORDINATION_RETRY.run(switch)
 
     def _all(self, sids: Iterable[str], method: str, *args: Any) -> list[Any]:
         pendings = [self.handles[s].control(method, *args) for s in sids]
@@ -461,6 +847,10 @@ class ManagerCore:
         """Stop supervising, kill every shard and (with `destroy`) remove the Redis keys."""
 
         self._stop.set()
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+            self._metrics_server = None
         with self._lock:
             killed = 0
             for handle in self.handles.values():
@@ -486,6 +876,16 @@ def _kill(actor: Any) -> bool:
     return True
 
 
+def _kill_by_name(name: str, namespace: str) -> bool:
+    """Kill the actor registered under `name` (e.g. left by a previous manager)."""
+    import ray
+
+    try:
+        return _kill(ray.get_actor(name, namespace=namespace))
+    except ValueError:
+        return False
+
+
 def _wait_name_free(name: str, namespace: str, timeout: float = 10.0) -> None:
     """Ray frees a killed actor's name asynchronously: wait until it is gone."""
     import ray
@@ -508,8 +908,11 @@ class _ManagerTopology:
     def placement(self, source: str) -> Placement:
         return self.manager._source(source).placement
 
-    def link(self, sid: str) -> ShardHandle:
-        return self.manager.handles[sid]
+    def link(self, sid: str) -> Any:
+        handle = self.manager.handles.get(sid)
+        if handle is None:  # being replaced right now
+            return Done(error=ShardUnavailable(f"shard {sid} is being replaced"))
+        return handle
 
     def refresh(self, source: str, error: BaseException) -> None:
         return None  # the manager's layouts are the truth

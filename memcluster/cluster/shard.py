@@ -24,6 +24,9 @@ keys deleted meanwhile are remembered so a late handoff cannot resurrect them.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
@@ -32,6 +35,8 @@ from typing import Any
 
 from memcluster.backends.base import MemoryBackend
 from memcluster.backends.registry import create_backend
+from memcluster.cluster import wire
+from memcluster.cluster.metrics import OpStats
 from memcluster.errors import (
     FencedOut,
     MemclusterError,
@@ -86,7 +91,8 @@ class ShardCore:
 
     def __init__(self, backend: Any, opts: Mapping[str, Any] | None, *, prefix: str,
                  shard_id: str, ring_version: int = 1, epoch: int = 0,
-                 hydrating: bool = False, incarnation: str | None = None) -> None:
+                 hydrating: bool = False, incarnation: str | None = None,
+                 heartbeat: Mapping[str, Any] | None = None) -> None:
         self.backend_spec = backend
         self.opts = dict(opts or {})
         self.prefix = prefix
@@ -99,6 +105,10 @@ class ShardCore:
         self.backend: MemoryBackend | None = None
         self._recent: OrderedDict[str, Any] = OrderedDict()
         self._deleted_while_hydrating: set[tuple[str, str]] = set()
+        self.op_stats = OpStats()
+        # {redis_url, cluster, interval, ttl_ms}: beat into Redis membership (advisory).
+        self.heartbeat = dict(heartbeat) if heartbeat else None
+        self._beating = threading.Event()
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -106,9 +116,28 @@ class ShardCore:
         """Create and open the backend (I/O lives here, not in the constructor)."""
         if self.backend is None:
             self.backend = create_backend(self.backend_spec, self.opts, prefix=self.prefix)
+        if self.heartbeat and not self._beating.is_set():
+            self._beating.set()
+            threading.Thread(target=self._beat, name="memcluster-heartbeat",
+                             daemon=True).start()
         return self.ping()
 
+    def _beat(self) -> None:
+        """Heartbeat into Redis membership on a thread of its own (outside the mailbox), so
+        a frozen or wedged process lapses there; Redis being down is only logged by omission."""
+        from memcluster.cluster.coordinator import Coordinator
+
+        hb = self.heartbeat or {}
+        coord = Coordinator(hb["redis_url"], hb["cluster"])
+        info = {"incarnation": self.incarnation, "pid": os.getpid()}
+        while self._beating.is_set():
+            # Redis unreachable: membership is advisory, the next beat retries.
+            with contextlib.suppress(MemclusterError):
+                coord.membership.heartbeat(self.shard_id, info, ttl_ms=int(hb["ttl_ms"]))
+            time.sleep(float(hb["interval"]))
+
     def close(self) -> None:
+        self._beating.clear()
         if self.backend is not None:
             self.backend.close()
             self.backend = None
@@ -116,7 +145,7 @@ class ShardCore:
     def ping(self) -> dict[str, Any]:
         return {"shard_id": self.shard_id, "incarnation": self.incarnation,
                 "ring_version": self.ring_version, "epoch": self.epoch,
-                "hydrating": self.hydrating, "frozen": self.frozen}
+                "hydrating": self.hydrating, "frozen": self.frozen, "pid": os.getpid()}
 
     # ---- data path --------------------------------------------------------------------
 
@@ -142,9 +171,27 @@ class ShardCore:
             return [self._apply_one(op) for op in ops]
         if self._recent and any(getattr(op, "op_id", None) in self._recent for op in ops):
             return [self._apply_one(op) for op in ops]
+        start = time.perf_counter()
         results = backend.apply_batch(ops)
+        self._observe(ops, results, time.perf_counter() - start)
         self._remember(ops, results)
         return results
+
+    def apply_wire(self, ring_version: int, payload: bytes) -> bytes | MemclusterError:
+        """`apply_batch` for a batch in the compact wire format (`memcluster.cluster.wire`)."""
+        out = self.apply_batch(ring_version, wire.decode_ops(payload))
+        return out if isinstance(out, MemclusterError) else wire.encode_results(out)
+
+    def _observe(self, ops: Sequence[Any], results: Sequence[Any], seconds: float) -> None:
+        """Count a batch by (op kind, outcome) for the metrics; outcome is "ok" or the
+        error's class name (a small fixed set), never anything from the key or value."""
+        groups: dict[tuple[str, str], int] = {}
+        for op, result in zip(ops, results, strict=False):
+            outcome = type(result).__name__ if isinstance(result, MemclusterError) else "ok"
+            groups[(op.kind, outcome)] = groups.get((op.kind, outcome), 0) + 1
+        total = len(ops) or 1
+        for (kind, outcome), n in groups.items():
+            self.op_stats.observe(kind, outcome, seconds * n / total, n)
 
     def _apply_one(self, op: Any) -> Any:
         op_id = getattr(op, "op_id", None)
@@ -299,13 +346,19 @@ class ShardCore:
         return not records
 
     def stats(self) -> dict[str, Any]:
-        count, cursor = 0, None
-        while True:
+        """Ping fields plus live records, their encoded bytes, state and op counters."""
+        from memcluster import codec
+
+        count, size, cursor = 0, 0, None
+        while self.backend is not None:
             records, cursor = self.export(cursor, _PAGE)
             count += len(records)
+            size += sum(len(codec.encode(r.value)) for r in records)
             if cursor is None:
                 break
-        return {**self.ping(), "records": count}
+        state = "recovering" if self.hydrating else "serving"
+        return {**self.ping(), "records": count, "bytes": size, "state": state,
+                "hydration": 0.0 if self.hydrating else 1.0, "ops": self.op_stats.snapshot()}
 
 
 # ---- Ray: the class made remote in one place, and the handle ------------------------
@@ -315,18 +368,47 @@ def shard_actor_class() -> Any:
     """`ShardCore` as a Ray actor class (imported lazily so the core needs no Ray)."""
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1)(ShardCore)
+    # `ping` runs in its own concurrency group: a long batch or export in the mailbox must
+    # not look like a dead shard, while a frozen (SIGSTOP) process still misses its pings.
+    return ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1,
+                      concurrency_groups={"health": 1})(ShardCore)
+
+
+def in_flight(exc: BaseException) -> bool:
+    """True if `exc` came from the transport after the call was sent: the shard may or may
+    not have applied it (a non-idempotent op then has an unknown outcome)."""
+    return bool(getattr(exc, "in_flight", False))
+
+
+def _sent(exc: MemclusterError) -> MemclusterError:
+    exc.in_flight = True  # type: ignore[attr-defined]
+    return exc
 
 
 class Pending:
     """An in-flight shard call; `result()` waits and translates errors."""
 
-    __slots__ = ("_ref", "_shard_id", "_timeout")
+    __slots__ = ("_ops", "_ref", "_shard_id", "_timeout")
 
-    def __init__(self, ref: Any, shard_id: str, timeout: float | None) -> None:
+    def __init__(self, ref: Any, shard_id: str, timeout: float | None,
+                 ops: Sequence[Any] | None = None) -> None:
         self._ref = ref
         self._shard_id = shard_id
         self._timeout = timeout
+        self._ops = ops  # set: the reply is in the wire format, decoded for these ops
+
+    @property
+    def ref(self) -> Any:
+        """The Ray ObjectRef of the reply (async callers await it, then call `decode`)."""
+        return self._ref
+
+    def decode(self, out: Any) -> Any:
+        """Turn a raw reply into the call's result (raising a returned refusal)."""
+        if isinstance(out, MemclusterError):
+            raise out
+        if self._ops is not None:
+            return wire.decode_results(self._ops, out)
+        return out
 
     def result(self) -> Any:
         import ray
@@ -335,19 +417,18 @@ class Pending:
         try:
             out = ray.get(self._ref, timeout=self._timeout)
         except rex.ActorUnavailableError as exc:
-            raise ShardUnavailable(f"shard {self._shard_id} is unreachable now") from exc
+            raise _sent(ShardUnavailable(f"shard {self._shard_id} is unreachable now")) from exc
         except rex.RayActorError as exc:  # ActorDiedError and friends: permanent
-            raise ShardDied(f"shard {self._shard_id} died") from exc
+            raise _sent(ShardDied(f"shard {self._shard_id} died")) from exc
         except rex.GetTimeoutError as exc:
-            raise Timeout(f"shard {self._shard_id} did not answer in {self._timeout}s") from exc
+            raise _sent(Timeout(f"shard {self._shard_id} did not answer in "
+                                f"{self._timeout}s")) from exc
         except rex.RayTaskError as exc:
             cause = exc.as_instanceof_cause()
             if isinstance(cause, MemclusterError):
                 raise cause from None
             raise
-        if isinstance(out, MemclusterError):
-            raise out
-        return out
+        return self.decode(out)
 
 
 class Done:
@@ -390,7 +471,7 @@ class LocalLink:
 class ShardHandle:
     """The one object that knows the shard's remote method names; errors come out as ours."""
 
-    __slots__ = ("_apply", "actor", "name", "shard_id", "timeout")
+    __slots__ = ("_apply", "_wire", "actor", "name", "shard_id", "timeout")
 
     def __init__(self, actor: Any, shard_id: str, name: str, *,
                  timeout: float | None = 30.0) -> None:
@@ -399,12 +480,28 @@ class ShardHandle:
         self.name = name
         self.timeout = timeout
         self._apply = actor.apply_batch
+        self._wire = actor.apply_wire
 
     def submit(self, ring_version: int, ops: Sequence[Op]) -> Pending:
-        """Send a batch (returns at once; `result()` waits)."""
-        return Pending(self._apply.remote(ring_version, ops), self.shard_id, self.timeout)
+        """Send a batch (returns at once; `result()` waits).
+
+        Keyed batches travel in the compact wire format; one over `wire.INLINE_LIMIT`
+        bytes is put in Ray's object store first, so large values are not copied inline.
+        """
+        payload = wire.encode_ops(ops)
+        if payload is None:
+            return Pending(self._apply.remote(ring_version, ops), self.shard_id, self.timeout)
+        if len(payload) > wire.INLINE_LIMIT:
+            import ray
+
+            payload = ray.put(payload)
+        return Pending(self._wire.remote(ring_version, payload), self.shard_id, self.timeout,
+                       ops)
 
     def control(self, method: str, *args: Any, timeout: float | None = None) -> Pending:
         """Call a control/handoff method (open, ping, set_ring, export, accept_handoff...)."""
-        return Pending(getattr(self.actor, method).remote(*args), self.shard_id,
+        remote = getattr(self.actor, method)
+        if method == "ping":
+            remote = remote.options(concurrency_group="health")
+        return Pending(remote.remote(*args), self.shard_id,
                        timeout if timeout is not None else self.timeout)

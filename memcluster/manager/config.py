@@ -41,10 +41,14 @@ DEFAULT_SUPERVISION: dict[str, Any] = {"strategy": "one_for_one", "intensity": 5
 DEFAULT_NAME = "memcluster"
 DEFAULT_METRICS_PORT = 9464
 
-_TOP_KEYS = ("name", "redis_url", "ray_address", "metrics_port", "max_value_bytes", "sources")
+_TOP_KEYS = ("name", "redis_url", "ray_address", "metrics_port", "max_value_bytes", "sources",
+             "health")
 _SOURCE_KEYS = ("name", "backend", "description", "default", "shards", "replicas",
-                "write_quorum", "opts", "supervision")
+                "write_quorum", "read_quorum", "opts", "supervision")
 _SUPERVISION_KEYS = ("strategy", "intensity", "period")
+# Cluster health checks and timeouts (seconds; lease_ttl in seconds too). Tests shorten them.
+DEFAULT_HEALTH: dict[str, Any] = {"interval": 1.0, "ping_timeout": 0.5, "misses": 3,
+                                  "call_timeout": 10.0, "lease_ttl": 5.0}
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Config:
     metrics_port: int | None = DEFAULT_METRICS_PORT
     sources: tuple[SourceSpec, ...] = field(default=(), repr=False)
     max_value_bytes: int | None = None
+    health: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEALTH))
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -99,7 +104,8 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
     sources = tuple(_make_spec(s) for s in expanded["sources"])
     return Config(name=expanded["name"], redis_url=expanded["redis_url"],
                   ray_address=expanded["ray_address"], metrics_port=expanded["metrics_port"],
-                  sources=sources, max_value_bytes=expanded["max_value_bytes"], raw=raw)
+                  sources=sources, max_value_bytes=expanded["max_value_bytes"],
+                  health=expanded["health"], raw=raw)
 
 
 def memory_source(name: str, backend: Any, *, description: str = "", default: bool = False,
@@ -221,6 +227,7 @@ def _validate_top(data: dict[str, Any]) -> dict[str, Any]:
         "max_value_bytes": _int(data.get("max_value_bytes"), "max_value_bytes", minimum=1,
                                 optional=True),
     }
+    out["health"] = _validate_health(data.get("health"), "health")
     sources = data.get("sources")
     if not isinstance(sources, list) or not sources:
         raise ConfigError(f"sources: must be a non-empty list, got {_kind(sources)}"
@@ -273,6 +280,8 @@ def _validate_source(entry: Any, path: str) -> dict[str, Any]:
             raise ConfigError(f"{path}.write_quorum: must be <= replicas ({out['replicas']})")
     elif out["write_quorum"] is not None and out["write_quorum"] > out["shards"]:
         raise ConfigError(f"{path}.write_quorum: must be <= shards ({out['shards']})")
+    out["read_quorum"] = _int(entry.get("read_quorum"), f"{path}.read_quorum", minimum=1,
+                              maximum=out["replicas"] or out["shards"], optional=True)
     opts = entry.get("opts", {})
     if opts is None:
         opts = {}
@@ -296,6 +305,21 @@ def _validate_supervision(value: Any, path: str) -> dict[str, Any]:
     period = merged["period"]
     if isinstance(period, bool) or not isinstance(period, (int, float)) or not period > 0:
         raise ConfigError(f"{path}.period: must be a number > 0")
+    return merged
+
+
+def _validate_health(value: Any, path: str) -> dict[str, Any]:
+    if value is None:
+        return dict(DEFAULT_HEALTH)
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{path}: must be a mapping, got {_kind(value)}")
+    _check_keys(value, tuple(DEFAULT_HEALTH), path)
+    merged = {**DEFAULT_HEALTH, **value}
+    _int(merged["misses"], f"{path}.misses", minimum=1)
+    for key in ("interval", "ping_timeout", "call_timeout", "lease_ttl"):
+        number = merged[key]
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
+            raise ConfigError(f"{path}.{key}: must be a number of seconds > 0")
     return merged
 
 
@@ -328,4 +352,4 @@ def _make_spec(src: dict[str, Any]) -> SourceSpec:
     return SourceSpec(name=src["name"], backend=src["backend"], description=src["description"],
                       default=src["default"], opts=src["opts"], shards=src["shards"],
                       replicas=src["replicas"], write_quorum=src["write_quorum"],
-                      supervision=src["supervision"])
+                      supervision=src["supervision"], read_quorum=src.get("read_quorum"))
