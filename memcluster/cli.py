@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import importlib
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -31,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
-from memcluster import codec
+from memcluster import codec, logs
 from memcluster.errors import ConfigError, MemclusterError, UnknownSource
 from memcluster.manager.config import memory_source
 from memcluster.manager.manager import MemoryManager
@@ -54,6 +53,16 @@ DELEGATES: dict[str, str] = {
     "bench": "memcluster.cluster.commands:bench",
     "mcp": "memcluster.integrations.mcp:main",
 }
+
+
+class _Stderr:
+    """Whatever `sys.stderr` is at write time (tests and pagers swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class UsageError(Exception):
@@ -307,6 +316,8 @@ def cmd_import(args: argparse.Namespace, mem: MemorySurface) -> int:
 # ---- demo ----------------------------------------------------------------------------------
 
 DEMO_TOPICS = ("astronomy", "botany", "chemistry", "geology", "music", "poetry")
+DEMO_BOARD = "demo/board"
+DEMO_CLUSTER = "memcluster-demo"
 
 
 def _demo_agent(mem: MemorySurface, index: int, agents: int, facts: int) -> dict[str, Any]:
@@ -366,11 +377,74 @@ def run_demo(mem: MemorySurface, *, agents: int = 4, facts: int = 5) -> list[dic
     return [r for r in rows if r is not None]
 
 
+def _demo_task(cluster: str, index: int, agents: int, facts: int) -> dict[str, Any]:
+    """One demo agent as a Ray task: its own process attaches to the cluster by name."""
+    from memcluster.cluster import connect
+
+    mem = connect(cluster)
+    try:
+        row = _demo_agent(mem, index, agents, facts)
+        board = mem.store(f"hello:{index}", {"from": f"agent-{index}"}, namespace=DEMO_BOARD)
+        row["posted"] = board.version >= 1
+        return row
+    finally:
+        mem.close()
+
+
+def run_demo_fleet(cluster: str, *, agents: int = 4, facts: int = 5
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """Run every agent as a Ray task (separate worker processes) against `cluster`;
+    -> (one row per agent, notes on the shared board read back by this process)."""
+    import ray
+
+    from memcluster.cluster import connect
+
+    task = ray.remote(num_cpus=0, max_retries=0)(_demo_task)
+    rows = ray.get([task.remote(cluster, i, agents, facts) for i in range(agents)],
+                   timeout=600)
+    with connect(cluster) as mem:
+        board = len(mem.list_keys("hello:*", namespace=DEMO_BOARD, limit=1000).keys)
+        mem.clear(namespace=DEMO_BOARD, confirm=True)
+        for source in mem.info():     # leave an attached cluster as it was
+            for i in range(agents):
+                mem.clear(source=source, namespace=f"demo/agent-{i}", confirm=True)
+    return rows, board
+
+
+@contextlib.contextmanager
+def demo_cluster(args: argparse.Namespace) -> Iterator[str]:
+    """The cluster the demo runs on: the named one (left running), else the embedded demo
+    cluster, started here and stopped at the end unless it was already running."""
+    from memcluster.cluster.commands import attach, cluster_name, default_config
+    from memcluster.cluster.embedded import find_ray_address, start_cluster, stop_cluster
+
+    named = args.cluster or os.environ.get(ENV_CLUSTER)
+    if named:
+        attach(named)
+        yield named
+        return
+    name = cluster_name(argparse.Namespace(name=DEMO_CLUSTER))
+    config = default_config(name)
+    config["metrics_port"] = None
+    Path(config["sources"][1]["opts"]["path"]).parent.mkdir(parents=True, exist_ok=True)
+    print(f"starting the embedded cluster {name!r} (a local Ray head and a private "
+          f"redis-server)...", file=sys.stderr)
+    already = find_ray_address(name) is not None
+    handle = start_cluster(config, name=name)
+    owned = handle.state is not None and not already
+    try:
+        yield name
+    finally:
+        if owned:
+            print(f"stopping the embedded cluster {name!r}...", file=sys.stderr)
+            stop_cluster(name)
+
+
 @contextlib.contextmanager
 def demo_surface(args: argparse.Namespace) -> Iterator[MemorySurface]:
-    """The memory the demo runs on: the one named by --config/--cluster, else a local one
+    """The memory the in-process demo runs on: the one named by --config, else a local one
     (a memory cache plus SQLite in a temporary directory)."""
-    if args.config or args.cluster or os.environ.get(ENV_CLUSTER):
+    if args.config:
         with open_surface(args) as mem:
             yield mem
         return
@@ -386,9 +460,17 @@ def demo_surface(args: argparse.Namespace) -> Iterator[MemorySurface]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    with demo_surface(args) as mem:
-        rows = run_demo(mem, agents=args.agents, facts=args.facts)
+    board: int | None = None
+    if args.local or args.config:
+        with demo_surface(args) as mem:
+            rows = run_demo(mem, agents=args.agents, facts=args.facts)
+        where = "in this process"
+    else:
+        with demo_cluster(args) as name:
+            rows, board = run_demo_fleet(name, agents=args.agents, facts=args.facts)
+        where = f"as Ray tasks on cluster {name!r}"
     ok = all(r["isolated"] and not r["errors"] and r["retrieved"] for r in rows)
+    ok = ok and (board is None or board == len(rows))
 
     def human() -> str:
         body = table(["AGENT", "NAMESPACE", "TOPIC", "STORED", "FOUND", "TAGGED", "KEYS",
@@ -398,9 +480,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        "; ".join(r["errors"]) or "-"] for r in rows])
         verdict = ("every agent found its own memories and none of the others'" if ok
                    else "FAILED: see the ISOLATED and ERRORS columns")
-        return f"{body}\n\n{len(rows)} agents: {verdict}"
+        shared = ("" if board is None else
+                  f"\nshared board: {board} of {len(rows)} agents' notes read back by "
+                  f"another process")
+        return f"{body}\n\n{len(rows)} agents {where}: {verdict}{shared}"
 
-    emit(args, {"ok": ok, "agents": rows}, human)
+    emit(args, {"ok": ok, "agents": rows, "where": where, "board": board}, human)
     return 0 if ok else 1
 
 
@@ -438,6 +523,11 @@ def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
     parser.add_argument("--debug", action="store_true",
                         default=argparse.SUPPRESS if sub else False,
                         help="debug logging and tracebacks on errors")
+    parser.add_argument("--log-level", dest="log_level", metavar="LEVEL", default=default,
+                        help="log level (default: $MEMCLUSTER_LOG_LEVEL or WARNING)")
+    parser.add_argument("--log-format", dest="log_format", choices=("text", "json"),
+                        default=default,
+                        help="log format (default: $MEMCLUSTER_LOG_FORMAT or text)")
 
 
 def _data_options(parser: argparse.ArgumentParser, *, namespace_default: str | None = "") -> None:
@@ -469,11 +559,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, required=True)
     p = add("bench", "measure throughput and latency")
     p.add_argument("--seconds", type=float, default=5.0)
-    add("mcp", "serve the memory tools as an MCP server over stdio")
+    p = add("mcp", "serve the memory tools as an MCP server over stdio")
+    p.add_argument("--namespace", "-n", default=None, help="bind the tools to a namespace")
 
     p = add("demo", "several agents share memory through the LLM tools")
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--facts", type=int, default=5)
+    p.add_argument("--local", action="store_true",
+                   help="run the agents as threads on an in-process memory (no Ray)")
 
     p = add("put", "store a JSON value under KEY")
     p.add_argument("key", metavar="KEY")
@@ -548,8 +641,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
-    if args.debug:
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    try:
+        logs.configure("DEBUG" if args.debug else args.log_level, args.log_format,
+                       stream=_Stderr())
+    except ValueError as exc:
+        print(f"{PROG}: error: --log-level: {exc}", file=sys.stderr)
+        return 2
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -574,4 +671,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: delegates import
+    # memcluster.cli, and its UsageError must be the class main() catches.
+    from memcluster.cli import main as _main
+
+    sys.exit(_main())

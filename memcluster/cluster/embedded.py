@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -34,7 +35,10 @@ from typing import Any
 
 from memcluster.cluster import names
 from memcluster.cluster.client import ClusterMemory, manager_handle
-from memcluster.errors import ConfigError, NotFound, SourceUnavailable, Timeout
+from memcluster.errors import ConfigError, MemclusterError, NotFound, SourceUnavailable, Timeout
+
+EMBEDDED_CPUS = 2
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
 
 
 def state_dir() -> Path:
@@ -49,6 +53,7 @@ class EmbeddedState:
     name: str
     ray_address: str | None = None
     ray_temp_dir: str | None = None
+    ray_token_path: str | None = None
     redis_url: str | None = None
     redis_pid: int | None = None
     redis_dir: str | None = None
@@ -133,12 +138,43 @@ def start_ray_head(state: EmbeddedState) -> None:
     temp = tempfile.mkdtemp(prefix=f"mc-{state.name[:12]}-", dir="/tmp")
     ray_cli = Path(sys.executable).with_name("ray")
     cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--port", str(port),
-           "--num-cpus", str(os.cpu_count() or 2), "--include-dashboard=false",
+           "--num-cpus", str(EMBEDDED_CPUS), "--include-dashboard=false",
            "--disable-usage-stats", "--temp-dir", temp]
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    token = state_dir() / f"{state.name}.ray-token"
+    token.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    state.ray_token_path = str(token)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_auth_env(state)}
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env=env)
     state.ray_address, state.ray_temp_dir = f"127.0.0.1:{port}", temp
+
+
+def ray_auth_env(state: EmbeddedState) -> dict[str, str]:
+    """The environment a process needs to talk to the embedded head (token auth)."""
+    if not state.ray_token_path:
+        return {}
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": state.ray_token_path}
+
+
+def use_ray_auth(state: EmbeddedState) -> None:
+    """Make this process present the embedded head's private token when it joins.
+
+    Ray reads the mode and token from the environment (cached), and never enables token
+    auth by itself for an explicit address, so we set both and refresh Ray's cache. Only
+    called before `ray.init` to that head.
+    """
+    env = ray_auth_env(state)
+    if not env:
+        return
+    os.environ.update(env)
+    with contextlib.suppress(Exception):  # private API; the env alone works on a fresh import
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
 
 
 def _alive(pid: int | None) -> bool:
@@ -182,13 +218,15 @@ def stop_embedded(state: EmbeddedState) -> list[int]:
                 killed.append(proc.pid)
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(mine, timeout=10)
+        _, alive = psutil.wait_procs(mine, timeout=5)
         for proc in alive:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(state.ray_temp_dir, ignore_errors=True)
     if state.redis_dir:
         shutil.rmtree(state.redis_dir, ignore_errors=True)
+    if state.ray_token_path:
+        Path(state.ray_token_path).unlink(missing_ok=True)
     state.remove()
     return killed
 
@@ -197,6 +235,7 @@ def find_ray_address(name: str) -> str | None:
     """The Ray address recorded by an embedded cluster called `name`, if it is running."""
     state = EmbeddedState.load(name)
     if state is not None and _ray_head_alive(state):
+        use_ray_auth(state)
         return state.ray_address
     return None
 
@@ -237,7 +276,7 @@ def stop_cluster(name: str, *, manager: Any = None) -> dict[str, Any]:
     out: dict[str, Any] = {"cluster": name}
     state = EmbeddedState.load(name)
     if not ray.is_initialized():
-        address = find_ray_address(name)
+        address = find_ray_address(name) or os.environ.get(ENV_RAY_ADDRESS)
         if address is not None:
             ray.init(address=address, namespace=names.ray_namespace(name),
                      log_to_driver=False, configure_logging=False)
@@ -255,6 +294,40 @@ def stop_cluster(name: str, *, manager: Any = None) -> dict[str, Any]:
     return out
 
 
+def referenced_env(raw: Any) -> dict[str, str]:
+    """The `${VAR}`s the spec refers to, with this process's values.
+
+    The spec goes to Redis unexpanded; the manager expands it itself (and hands shards
+    their expanded options), so it gets these values as an actor argument: never through
+    Redis, and not through a Ray runtime env, whose agent logs its variables in clear.
+    Missing ones were already refused by `load_config`.
+    """
+    from memcluster.manager.config import ENV_RE
+
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            for var in ENV_RE.findall(value):
+                if var in os.environ:
+                    found[var] = os.environ[var]
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(raw)
+    return found
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The memcluster error inside a Ray task error (one clean line), else `exc`."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, MemclusterError) else exc
+
+
 def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | None = None,
                   redis_url: str | None = None, ray_address: str | None = None,
                   timeout: float = 60.0) -> ClusterHandle:
@@ -267,7 +340,7 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
     cfg = load_config(config)
     name = names.check_cluster_name(name or cfg.name)
     redis_url = redis_url or cfg.redis_url
-    ray_address = ray_address or cfg.ray_address
+    ray_address = ray_address or cfg.ray_address or os.environ.get(ENV_RAY_ADDRESS)
     namespace = names.ray_namespace(name)
     state = EmbeddedState.load(name)
     embedded = state or EmbeddedState(name)
@@ -277,6 +350,7 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
                 embedded.ray_address = embedded.ray_temp_dir = None
                 start_ray_head(embedded)
                 embedded.save()
+            use_ray_auth(embedded)
             ray_address = embedded.ray_address
         ray.init(address=ray_address, namespace=namespace, log_to_driver=False,
                  configure_logging=False)
@@ -290,11 +364,12 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
     try:
         manager = manager_actor_class().options(
             name=names.manager_name(name), namespace=namespace, lifetime="detached",
-            get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True)
+            get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True,
+                                       env=referenced_env(cfg.raw))
         ray.get(manager.ready.remote(timeout), timeout=timeout + 10)
     except ray.exceptions.GetTimeoutError as exc:
         raise SourceUnavailable(f"the manager of {name!r} did not start in {timeout}s") from exc
     except ray.exceptions.RayTaskError as exc:
-        raise exc.as_instanceof_cause() from None
+        raise unwrap(exc) from None
     return ClusterHandle(name, manager, embedded if (embedded.ray_temp_dir or
                                                       embedded.redis_pid) else None)

@@ -173,7 +173,7 @@ def test_delegated_commands_run_or_fail_with_one_line(capsys, monkeypatch):
 
 
 def test_demo_in_process_reports_isolated_agents(capsys):
-    code, out, _ = run(capsys, "demo", "--agents", "3", "--facts", "2", "--json")
+    code, out, _ = run(capsys, "demo", "--local", "--agents", "3", "--facts", "2", "--json")
     report = json.loads(out)
     assert code == 0 and report["ok"] is True
     assert [a["agent"] for a in report["agents"]] == ["agent-0", "agent-1", "agent-2"]
@@ -186,7 +186,7 @@ def test_demo_as_the_installed_console_script():
     script = Path(sys.executable).parent / "memcluster"
     if not script.exists():
         pytest.skip("the memcluster console script is not installed next to this Python")
-    proc = subprocess.run([str(script), "demo", "--agents", "2"], capture_output=True,
+    proc = subprocess.run([str(script), "demo", "--local", "--agents", "2"], capture_output=True,
                           text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "agent-0" in proc.stdout and "agent-1" in proc.stdout
