@@ -7,7 +7,9 @@ record i (a small dict value with a numeric metadata field), `retrieve(i)` reads
 `search()` runs one query (keys matching `k1*` whose metadata n < 10, first 10 by key).
 memcluster subjects go through the backend API with validated ops (the real path); the
 peers do the same work by hand: a dict with fnmatch, and sqlite3 with the same pragmas
-(WAL, synchronous=FULL, one transaction per write) and the same SQL shape.
+(WAL, synchronous=FULL, one transaction per write) and the same SQL shape; redis-py and
+psycopg against the machine's Redis and PostgreSQL (MEMCLUSTER_TEST_REDIS_URL,
+MEMCLUSTER_TEST_POSTGRES_DSN) with a hash / a jsonb table and no versions or CAS.
 
 To compare another store, add a factory to `SUBJECTS` (name -> callable taking the work
 directory and returning a `Subject`), e.g. redis beside redis-py or postgres beside psycopg.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import os
 import random
 import sqlite3
 import tempfile
@@ -99,6 +102,91 @@ def sqlite3_subject(workdir: Path) -> Subject:
     return Subject("sqlite3 (plain, WAL FULL)", store, retrieve, search, conn.close)
 
 
+REDIS_URL = os.environ.get("MEMCLUSTER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_DSN = os.environ.get("MEMCLUSTER_TEST_POSTGRES_DSN",
+                              "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def memcluster_service_subject(name: str, backend: str, opts: dict[str, Any]) -> Subject:
+    """A memcluster service backend under a unique prefix, cleared when done."""
+    from memcluster.ops import ClearOp
+
+    subject = memcluster_subject(name, backend, opts)
+    instance_close = subject.close
+
+    def close() -> None:
+        clear = create_backend(backend, opts, prefix="bench")
+        clear.clear(ClearOp(namespace=None))
+        clear.close()
+        instance_close()
+
+    subject.close = close
+    return subject
+
+
+def redis_py_subject(_: Path) -> Subject:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"bench-plain-{os.getpid()}:"
+
+    def store(i: int) -> None:
+        key, value, meta = record(i)
+        client.hset(prefix + key, mapping={"v": json.dumps(value), "m": json.dumps(meta)})
+
+    def retrieve(i: int) -> Any:
+        raw = client.hget(f"{prefix}k{i}", "v")
+        return None if raw is None else json.loads(raw)
+
+    def search() -> list[str]:
+        keys = sorted(k.decode() for k in client.scan_iter(match=prefix + "k1*", count=1000))
+        hits = []
+        for key in keys:
+            if json.loads(client.hget(key, "m"))["n"] < 10:
+                hits.append(key)
+                if len(hits) == 10:
+                    break
+        return hits
+
+    def close() -> None:
+        for batch in iter(lambda: list(client.scan_iter(match=prefix + "*", count=1000))[:1000],
+                          []):
+            client.unlink(*batch)
+        client.close()
+
+    return Subject("redis-py (plain)", store, retrieve, search, close)
+
+
+def psycopg_subject(_: Path) -> Subject:
+    import psycopg
+
+    conn = psycopg.connect(POSTGRES_DSN, autocommit=True)
+    table = f"bench_plain_{os.getpid()}"
+    conn.execute(f'CREATE TABLE {table} ("key" TEXT COLLATE "C" PRIMARY KEY, '
+                 "value JSONB, meta JSONB)")
+
+    def store(i: int) -> None:
+        key, value, meta = record(i)
+        conn.execute(f'INSERT INTO {table} VALUES (%s, %s, %s) ON CONFLICT ("key") DO UPDATE '
+                     "SET value = EXCLUDED.value, meta = EXCLUDED.meta",
+                     (key, json.dumps(value), json.dumps(meta)))
+
+    def retrieve(i: int) -> Any:
+        row = conn.execute(f'SELECT value FROM {table} WHERE "key" = %s', (f"k{i}",)).fetchone()
+        return None if row is None else row[0]
+
+    def search() -> list[Any]:
+        return conn.execute(f'SELECT "key", value FROM {table} WHERE "key" LIKE %s AND '
+                            "(meta->>'n')::numeric < %s ORDER BY \"key\" LIMIT 10",
+                            ("k1%", 10)).fetchall()
+
+    def close() -> None:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+    return Subject("psycopg (plain)", store, retrieve, search, close)
+
+
 SUBJECTS: dict[str, Callable[[Path], Subject]] = {
     "dict": dict_subject,
     "memory": lambda _: memcluster_subject("memcluster memory", "memory",
@@ -108,6 +196,13 @@ SUBJECTS: dict[str, Callable[[Path], Subject]] = {
                                            {"path": str(d / "mc.db")}),
     "sqlite-memory": lambda _: memcluster_subject("memcluster sqlite :memory:", "sqlite",
                                                   {"path": ":memory:"}),
+    "redis-py": redis_py_subject,
+    "redis": lambda _: memcluster_service_subject("memcluster redis", "redis",
+                                                  {"url": REDIS_URL}),
+    "psycopg": psycopg_subject,
+    "postgres": lambda _: memcluster_service_subject(
+        "memcluster postgres", "postgres",
+        {"dsn": POSTGRES_DSN, "table_name": "memcluster_bench"}),
 }
 
 
