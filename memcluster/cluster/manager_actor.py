@@ -17,7 +17,11 @@ copy what changed meanwhile and drop what was deleted meanwhile, switch every sh
 the Redis pointer to the new ring (callers on the old one get `StaleRing` and refresh),
 then delete what old owners no longer own and stop removed shards. The rejected
 alternative, copying everything under a long write freeze, stops writes for the whole
-copy instead of only for the catch-up.
+copy instead of only for the catch-up. A manager that dies mid-way leaves the staged
+version in Redis; its successor (`_reconcile_ring`, before it attaches any shard) rolls
+forward if a shard of the old ring already switched and back otherwise (why in
+`recovery.py`), then fixes the spec, stops orphaned shards and collects garbage.
+`inject_fault(point)` crashes the manager at a named step, for the tests of exactly this.
 
 Data operations sent to the manager (`execute`) run through the same `Router` as smart
 clients use; it is the slow path (two hops) for callers that cannot hold shard handles.
@@ -38,7 +42,7 @@ from typing import Any
 from memcluster import logs
 from memcluster.backends.registry import backend_name, resolve_backend
 from memcluster.cluster import names
-from memcluster.cluster.recovery import Hydration
+from memcluster.cluster.recovery import Hydration, resolve_ring_switch
 from memcluster.cluster.retry import Retry
 from memcluster.cluster.ring import Ring, routing_key
 from memcluster.cluster.router import Placement, Router
@@ -73,6 +77,15 @@ PING_MISSES = 3
 # Coordination writes (ring switch, spec) wait this long for Redis to come back.
 COORDINATION_RETRY = Retry(deadline=120.0, delay=0.1, max_delay=1.0,
                            retry_on=(SourceUnavailable,))
+
+
+FAULT_POINTS = frozenset({"scale.after_freeze", "scale.after_set_ring",
+                          "scale.after_switch"})
+
+
+class InjectedCrash(BaseException):
+    """An in-process manager 'crashing' at a fault point (a BaseException: nothing
+    catches it by accident, like the process exit it stands in for)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,7 @@ class ManagerCore:
         self._coord: Any = None
         self._lease: Any = None
         self._thread: threading.Thread | None = None
+        self._faults: set[str] = set()                # test hooks: see inject_fault()
         self.router = Router(_ManagerTopology(self))
         if autostart:
             self.start()
@@ -271,9 +285,127 @@ class ManagerCore:
             self.layouts[src.name] = layout
         self.default_source = next((s.name for s in config.sources if s.default),
                                    config.sources[0].name if config.sources else None)
+        # Before any shard is attached (attaching lifts a rebalance freeze): finish or undo
+        # a ring switch that the previous manager was interrupted in.
+        unclean = [name for name in list(self.layouts) if self._reconcile_ring(name)]
         self._build_tree()
         assert self.root is not None
         self.root.start()   # attaches to live shards (no data moves), spawns missing ones
+        for name in unclean:
+            self._collect_garbage(name)
+
+    # ---- recovering an interrupted rebalance -------------------------------------------
+
+    def _reconcile_ring(self, source: str) -> bool:
+        """Make the source's ring converge after a restart; True if garbage is left over.
+
+        `scale` stages its target version in Redis before any shard switches, so a stored
+        version newer than the pointer means a rebalance was interrupted.
+        `resolve_ring_switch` decides (the memcluster.cluster.recovery docstring says why
+        forward whenever a shard of the old ring adopted the target): forward moves the
+        pointer now, so attaching sets every shard to the target and lifts the freeze;
+        back leaves the pointer and the old shards, once attached, unfreeze on it. Either
+        way the shards that only an abandoned or superseded ring names are killed, and a
+        spec whose shard count lags the ring (a crash after the pointer moved) is fixed.
+        """
+        store = self._coord.ring_store
+        layout = self.layouts[source]
+        ring = layout.placement.ring
+        stored = store.versions(source)
+        staged = [v for v in stored if v > ring.version]
+        decision = resolve_ring_switch(ring.version, staged,
+                                       self._probe_ring_versions(ring.shard_ids)
+                                       if staged else {})
+        if decision.action == "forward":
+            found = store.load(source, decision.version)
+            assert found is not None  # listed by versions() and never deleted while newer
+            target = Ring.from_dict(found[1])
+            self._switch_ring(source, target.version, ring.version, self._fence_epoch())
+            self.layouts[source] = layout = layout_for(layout.spec, target)
+            ring = target
+        if decision.action != "keep":
+            event(log, "ring.recovered", level=logging.WARNING, source=source,
+                  action=decision.action, version=ring.version,
+                  abandoned=list(decision.abandoned))
+        orphans = 0
+        for version in stored:
+            if version == ring.version:
+                continue
+            found = store.load(source, version)
+            if found is None:
+                continue
+            for sid in Ring.from_dict(found[1]).shard_ids:
+                if sid not in ring.shard_ids:
+                    orphans += _kill_by_name(names.shard_actor_name(self.cluster, sid),
+                                             self.namespace)
+        lagging = layout.spec.shards != len(ring)    # the pointer moved, the spec did not
+        if lagging:
+            self._save_shards(source, len(ring), self._fence_epoch())
+        return decision.action == "forward" or lagging or orphans > 0 or bool(staged)
+
+    def _fence_epoch(self) -> int:
+        """The epoch for control calls during bootstrap (before `leading` is true)."""
+        assert self.epoch is not None
+        return self.epoch
+
+    def _probe_ring_versions(self, sids: Iterable[str]) -> dict[str, int]:
+        """The ring version each reachable shard among `sids` is on (a ping: no mailbox)."""
+        import ray
+
+        timeout = float(self.health["ping_timeout"]) * 4
+        pendings = []
+        for sid in sids:
+            name = names.shard_actor_name(self.cluster, sid)
+            try:
+                actor = ray.get_actor(name, namespace=self.namespace)
+            except ValueError:
+                continue
+            handle = ShardHandle(actor, sid, name, timeout=timeout)
+            pendings.append((sid, handle.control("ping")))
+        out: dict[str, int] = {}
+        for sid, pending in pendings:
+            with contextlib.suppress(MemclusterError):
+                out[sid] = int(pending.result()["ring_version"])
+        return out
+
+    def _collect_garbage(self, source: str) -> None:
+        """After a recovered rebalance: each shard drops what it no longer owns."""
+        placement = self.layouts[source].placement
+        epoch = self._fence_epoch()
+        pendings = [(sid, h.control("drop_unowned", epoch, placement.ring, placement.replicas))
+                    for sid, h in self.handles.items() if sid in placement.ring.shard_ids]
+        dropped = 0
+        for _sid, pending in pendings:
+            with contextlib.suppress(MemclusterError):  # dead: its replacement starts clean
+                dropped += int(pending.result())
+        event(log, "ring.garbage_collected", source=source, dropped=dropped)
+
+    # ---- fault injection (tests) -----------------------------------------------------
+
+    def inject_fault(self, point: str | None) -> None:
+        """Test hook: crash this manager the next time it reaches `point` (None: clear).
+
+        Points: "scale.after_freeze" (writes frozen, no shard switched yet),
+        "scale.after_set_ring" (every shard switched, the Redis pointer not yet),
+        "scale.after_switch" (pointer moved, spec and garbage not yet). Held in memory
+        only, so the restarted manager runs clean.
+        """
+        if point is None:
+            self._faults.clear()
+        elif point not in FAULT_POINTS:
+            raise ConfigError(f"fault point: one of {sorted(FAULT_POINTS)}, got {point!r}")
+        else:
+            self._faults.add(point)
+
+    def _crash_point(self, point: str) -> None:
+        if point not in self._faults:
+            return
+        event(log, "manager.injected_crash", level=logging.ERROR, cluster=self.cluster,
+              point=point)
+        if self.exit_on_lost_lease:   # the Ray actor: die like a crashed process
+            os._exit(1)
+        self._stop.set()              # in-process: stop managing, like a dead manager
+        raise InjectedCrash(f"injected crash at {point}")
 
     # ---- the supervision tree ----------------------------------------------------------
 
@@ -745,10 +877,14 @@ class ManagerCore:
             new_ids = [names.shard_id(source, i) for i in range(shards)]
             if tuple(new_ids) == old.ring.shard_ids:
                 return self.status()["sources"][source]
-            target = old.ring.next(new_ids)
-            new = replace(old, ring=target)
             coord = self._coord
+            # A version staged by an abandoned switch stays stored (versions are immutable),
+            # so the target takes the next number after every stored one.
             # While Redis is down this waits (nothing has moved yet) and resumes after.
+            top = COORDINATION_RETRY.run(lambda: max(coord.ring_store.versions(source),
+                                                     default=0))
+            target = Ring(max(top, old.ring.version) + 1, new_ids, vnodes=old.ring.vnodes)
+            new = replace(old, ring=target)
             COORDINATION_RETRY.run(lambda: coord.ring_store.put_version(
                 source, target.version, target.to_dict(), epoch=epoch))
             added = [s for s in new_ids if s not in old.ring.shard_ids]
@@ -768,17 +904,33 @@ class ManagerCore:
                     sup.add_child(self._child(sid))
                 first = self._copy(olds, moving)              # 1. copy while traffic flows
                 self._all(olds, "freeze", epoch)              # 2. writes wait (retried)
+                self._crash_point("scale.after_freeze")
                 second = self._copy(olds, moving)             # 3. catch up
                 for sid, keys in first.items():               #    and drop what was deleted
                     gone = keys - second.get(sid, set())
                     if gone:
                         self.handles[sid].control("drop_keys", epoch, sorted(gone)).result()
                 self._all([*olds, *added], "set_ring", epoch, target.version)   # 4. switch
-            except BaseException:
-                self._abort_scale(source, olds, added, epoch, old.ring.version)
+            except InjectedCrash:
                 raise
+            except BaseException as exc:
+                # One old shard on the target is the point of no return (see recovery.py):
+                # finish the switch; the shards that failed it are replaced by their
+                # supervisor on the target ring.
+                if isinstance(exc, FencedOut) or not any(
+                        v >= target.version for v in
+                        self._probe_ring_versions(olds).values()):
+                    self._abort_scale(source, olds, added, epoch, old.ring.version)
+                    raise
+                event(log, "ring.scale_forced_forward", level=logging.WARNING,
+                      source=source, error=type(exc).__name__)
+                for sid in [*olds, *added]:
+                    with contextlib.suppress(MemclusterError, KeyError):
+                        self.handles[sid].control("set_ring", epoch, target.version).result()
+            self._crash_point("scale.after_set_ring")
             self.layouts[source] = replace(layout, placement=new)
             self._switch_ring(source, target.version, old.ring.version, epoch)
+            self._crash_point("scale.after_switch")
             COORDINATION_RETRY.run(lambda: self._save_shards(source, shards, epoch))
             moved = sum(len(v) for v in second.values())
             for sid in removed:                               # 5. garbage

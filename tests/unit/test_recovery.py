@@ -1,11 +1,18 @@
 """Recovery logic without Ray: the hydration state machine, the read-repair decision, and
-the router's quorum reads, read repair and unknown outcomes over in-process shards."""
+the router's quorum reads, read repair and unknown outcomes over in-process shards, and the
+decision that finishes an interrupted ring switch."""
 
 from __future__ import annotations
 
 import pytest
 
-from memcluster.cluster.recovery import Hydration, newest, repair_plan
+from memcluster.cluster.recovery import (
+    Hydration,
+    RingResolution,
+    newest,
+    repair_plan,
+    resolve_ring_switch,
+)
 from memcluster.cluster.retry import Retry
 from memcluster.cluster.ring import Ring
 from memcluster.cluster.router import Placement, Router
@@ -147,3 +154,26 @@ def test_store_retried_after_a_lost_reply_is_applied_once():
     again = router.execute("c", [op])[0]          # ...and the retry carries the same id
     assert again.version == 1
     assert core.backend.retrieve(RetrieveOp("s")).version == 1
+
+
+# ---- resolve_ring_switch: finishing a rebalance the previous manager was interrupted in
+
+
+def test_nothing_staged_keeps_the_pointer():
+    assert resolve_ring_switch(3, [1, 2, 3], {"a": 3}) == RingResolution("keep", 3)
+
+
+def test_no_old_shard_on_the_staged_ring_rolls_back():
+    # Only the new shard (not reported: it is not in the pointer's ring) was at version 4.
+    out = resolve_ring_switch(3, [4], {"a": 3, "b": 3})
+    assert out == RingResolution("back", 3, (4,))
+
+
+def test_one_old_shard_on_the_staged_ring_rolls_forward():
+    out = resolve_ring_switch(3, [4, 5], {"a": 3, "b": 5, "c": 3})
+    assert out == RingResolution("forward", 5, (4,))   # 4: an earlier abandoned attempt
+
+
+def test_a_shard_on_a_version_never_staged_is_refused():
+    with pytest.raises(ValueError, match="never staged"):
+        resolve_ring_switch(3, [4], {"a": 6})
