@@ -13,8 +13,8 @@ Decisions:
   survives power loss, not only a killed process. NORMAL (opt-in) is safe against a process
   crash but may lose the last commits on power loss; batches (`store_many`, one
   transaction) are how to amortise the fsync instead.
-- **Queries:** `memcluster.backends.sqlite_query` translates pattern, text and filter to SQL where it
-  can do so exactly (and the whole query, order, offset and limit included, then runs in
+- **Queries:** `memcluster.backends.sqlite_query` translates pattern, text and filter to SQL
+  where it can do so exactly (and the whole query, order, offset and limit included, then runs in
   SQLite). Whatever it cannot translate exactly is applied by the pure engine
   (`memcluster.query.run`) over the rows SQL prefiltered. The rejected alternative, always
   filtering in Python, reads the whole namespace for every search.
