@@ -40,6 +40,11 @@ def shard_index(sid: str) -> int:
     return int(sid.rsplit("/", 1)[1])
 
 
+def shard_source(sid: str) -> str:
+    """The source a shard id belongs to (`<source>/<index>` -> `<source>`)."""
+    return sid.rsplit("/", 1)[0]
+
+
 def shard_actor_name(cluster: str, sid: str) -> str:
     """`<cluster>/<source>/<index>`: the Ray actor name, also the backend prefix."""
     return f"{cluster}/{sid}"

@@ -5,7 +5,7 @@ keys back from live replicas: `recovering` -> `serving`, or `abandoned` when tha
 incarnation dies or is replaced first; progress = replicas read / replicas to read, plus
 records copied) and `repair_plan(answers)` (the read-repair decision: which copy of a key
 wins and which replicas are stale). Both are plain Python so they are unit-tested without
-Ray; the manager actor drives `Hydration` and the router applies `repair_plan`.
+Ray; the manager's `ShardTree` drives `Hydration` and the router applies `repair_plan`.
 `resolve_ring_switch(pointer, staged, reported)` decides how a restarted manager finishes
 a rebalance its predecessor was interrupted in (`RingResolution`: keep, forward or back).
 
