@@ -10,6 +10,11 @@ answer or a hint on the cluster's pub/sub channel makes it re-read the topology;
 shard's handle is dropped and looked up again by name once the manager has replaced it.
 Writes carry an operation id, so a retry after `ActorUnavailableError` is applied once.
 
+The async twins (`astore`, ...) go through a `Coalescer`: every request made in one
+event-loop tick becomes one router call per source (one Ray call per shard), identical
+reads are sent once, per-key order is kept and a cancelled request is dropped if it was
+not sent yet. The sync methods stay one direct hop with nothing added.
+
 `via_manager=True` sends every batch through the manager actor instead (two hops): for
 callers that should not hold shard handles, and for the benchmark that compares both.
 The rejected alternative, always routing through the manager, doubles latency and makes
@@ -18,15 +23,24 @@ one actor the throughput ceiling of the whole cluster.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from typing import Any
 
 from memcluster.cluster import names
+from memcluster.cluster.coalescer import Coalescer
 from memcluster.cluster.retry import Retry
 from memcluster.cluster.ring import Ring
 from memcluster.cluster.router import DEFAULT_RETRY, Placement, Router
 from memcluster.cluster.shard import Done, ShardHandle
-from memcluster.errors import NotFound, ShardDied, StaleRing, UnknownSource
+from memcluster.errors import (
+    NotFound,
+    ShardUnavailable,
+    SourceUnavailable,
+    StaleRing,
+    UnknownSource,
+)
 from memcluster.manager.surface import MemorySurface
 from memcluster.model import Record
 from memcluster.ops import Op
@@ -63,31 +77,39 @@ class _ClientTopology:
         self.manager = manager
         self._lock = threading.Lock()
         self._handles: dict[str, ShardHandle] = {}
+        self.calls = 0  # shard calls made (one per shard per routing phase)
         self.info: dict[str, Any] = {}
         self._placements: dict[str, Placement] = {}
+        self._reloaded_at = 0.0
         self.reload()
 
-    def reload(self) -> None:
+    def reload(self, timeout: float | None = None) -> None:
         import ray
 
-        info = ray.get(self.manager.topology.remote())
+        info = ray.get(self.manager.topology.remote(), timeout=timeout)
         placements = {}
         for name, src in info["sources"].items():
             old = self._placements.get(name)
             ring = old.ring if old and old.ring.version == src["ring"]["version"] else \
                 Ring.from_dict(src["ring"])
-            placements[name] = Placement(name, ring, src["replicas"], src["write_quorum"])
+            placements[name] = Placement(name, ring, src["replicas"], src["write_quorum"],
+                                         src.get("read_quorum", 1))
         with self._lock:
             self.info = info
             self._placements = placements
 
     def placement(self, source: str) -> Placement:
         try:
-            return self._placements[source]
+            placement = self._placements[source]
         except KeyError:
             raise UnknownSource(f"unknown source {source!r}") from None
+        why = self.info.get("failed", {}).get(source)
+        if why is not None:  # its supervisor gave up (see the manager's status)
+            raise SourceUnavailable(f"source {source!r} is failed: {why}")
+        return placement
 
     def link(self, sid: str) -> Any:
+        self.calls += 1  # the router asks for a link once per call it makes
         handle = self._handles.get(sid)
         if handle is not None:
             return handle
@@ -98,7 +120,7 @@ class _ClientTopology:
             actor = ray.get_actor(name, namespace=self.namespace)
         except ValueError:
             return _Missing(sid)
-        handle = ShardHandle(actor, sid, name)
+        handle = ShardHandle(actor, sid, name, timeout=self.info.get("call_timeout", 30.0))
         self._handles[sid] = handle
         return handle
 
@@ -111,6 +133,11 @@ class _ClientTopology:
 
     def forget(self, sid: str) -> None:
         self._handles.pop(sid, None)
+        now = time.monotonic()
+        if now - self._reloaded_at >= 1.0:  # a dead shard may mean a failed source: re-read
+            self._reloaded_at = now
+            with contextlib.suppress(Exception):  # the manager may be restarting: keep cache
+                self.reload(timeout=float(self.info.get("call_timeout", 10.0)))
 
     def on_hint(self, hint: dict[str, Any]) -> None:
         if hint.get("kind") in ("ring", "resubscribed"):
@@ -123,8 +150,8 @@ class _Missing:
     def __init__(self, sid: str) -> None:
         self.shard_id = sid
 
-    def submit(self, ring_version: int, ops: Any) -> Done:
-        return Done(error=ShardDied(f"shard {self.shard_id} is not running"))
+    def submit(self, ring_version: int, ops: Any) -> Done:  # never sent: safe to retry
+        return Done(error=ShardUnavailable(f"shard {self.shard_id} is not running"))
 
 
 class ClusterMemory(MemorySurface):
@@ -139,6 +166,7 @@ class ClusterMemory(MemorySurface):
         self.via_manager = via_manager
         self.topology = _ClientTopology(name, self.manager)
         self.router = Router(self.topology, retry=retry or DEFAULT_RETRY)
+        self.coalescer = Coalescer(self._execute)
         self._hints: Any = None
         if redis_url is not None:
             from memcluster.cluster.coordinator import Coordinator
@@ -166,6 +194,16 @@ class ClusterMemory(MemorySurface):
             return ray.get(self.manager.execute.remote(source, ops))
         return self.router.execute(source, ops)
 
+    async def _aexecute(self, source: str, ops: list[Op]) -> list[Any]:
+        if self.via_manager:
+            return await self.manager.execute.remote(source, ops)
+        return await self.coalescer.submit(source, ops)
+
+    @property
+    def shard_calls(self) -> int:
+        """How many shard calls this client has made (sync and async)."""
+        return self.topology.calls
+
     def _export(self, source: str, cursor: str | None, limit: int
                 ) -> tuple[list[Record], str | None]:
         import ray
@@ -178,6 +216,7 @@ class ClusterMemory(MemorySurface):
         return ray.get(self.manager.status.remote())
 
     def close(self) -> None:
+        self.coalescer.close()
         if self._hints is not None:
             self._hints.stop()
             self._hints = None

@@ -21,7 +21,12 @@ asks each shard for offset+limit records and merges top-k (deduplicating replica
 higher version wins); count and clear deduplicate replicas by key when N > 1; list_keys
 cursors record the last key returned and a per-shard resume point, so paging covers every
 key exactly once. Up to N-1 unavailable shards are tolerated by reads: every key still
-has a live copy.
+has a live copy. Read-only scatter ops are sent before the keyed phase and collected
+after it, so a mixed batch (the async client's coalesced flush) costs one round trip.
+
+Hot path: a key's preference list is memoised per placement (a hit hashes nothing and
+allocates nothing), N=1 writes finish on the primary's answer without a replication
+phase, and shard handles ship keyed batches in the compact `wire` format.
 
 Retries are the `Retry` object's business: an attempt leaves unfinished ops pending and
 raises the transient error that stopped them; `on_retry` refreshes the topology after a
@@ -33,17 +38,19 @@ rejected alternative, retrying whole batches, would apply an `update` twice.
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import msgpack
 
+from memcluster.cluster.recovery import repair_plan
 from memcluster.cluster.retry import Retry
 from memcluster.cluster.ring import Ring, routing_key
-from memcluster.cluster.shard import ListAfterOp, MatchKeysOp
+from memcluster.cluster.shard import ListAfterOp, MatchKeysOp, in_flight
 from memcluster.errors import (
     InvalidValue,
     MemclusterError,
@@ -54,9 +61,10 @@ from memcluster.errors import (
     StaleRing,
     Timeout,
     TransientError,
+    UnknownOutcome,
 )
 from memcluster.model import Page, Query, Record
-from memcluster.ops import ClearOp, Op, ReplicateOp, SearchOp
+from memcluster.ops import ClearOp, DeleteOp, Op, ReplicateOp, SearchOp, StoreOp
 from memcluster.query import sort_records
 
 # Errors after which the next shard of the preference list is tried.
@@ -76,14 +84,36 @@ class Placement:
     ring: Ring
     replicas: int
     write_quorum: int
+    read_quorum: int = 1     # > 1: retrieve compares that many replicas and repairs them
+    _prefs: dict[str, dict[str, tuple[str, ...]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.write_quorum <= self.replicas:
             raise InvalidValue(f"write_quorum must be in 1..{self.replicas}, "
                                f"got {self.write_quorum}")
+        if not 1 <= self.read_quorum <= self.replicas:
+            raise InvalidValue(f"read_quorum must be in 1..{self.replicas}, "
+                               f"got {self.read_quorum}")
 
     def preference(self, key: str, namespace: str = "") -> tuple[str, ...]:
-        return self.ring.preference(routing_key(key, namespace), self.replicas)
+        """The key's N shards, primary first; memoised per (namespace, key) in a bounded
+        cache (nested dicts: a hit allocates nothing and hashes no md5)."""
+        keys = self._prefs.get(namespace)
+        if keys is None:
+            if len(self._prefs) >= _PREF_CACHE:
+                self._prefs.clear()
+            keys = self._prefs[namespace] = {}
+        prefs = keys.get(key)
+        if prefs is None:
+            if len(keys) >= _PREF_CACHE:
+                keys.clear()
+            prefs = keys[key] = self.ring.preference(routing_key(key, namespace),
+                                                     self.replicas)
+        return prefs
+
+
+_PREF_CACHE = 1 << 16  # memoised keys per namespace (and namespaces) per placement
 
 
 class Link(Protocol):
@@ -140,10 +170,14 @@ class Router:
         def attempt() -> None:
             placement = self.topology.placement(source)
             error: BaseException | None = None
+            sent = None
+            if state.scatter and not any(state.ops[i].kind == "clear" for i in state.scatter):
+                sent = self._scatter_send(placement, state)  # reads overlap the keyed phase
             if state.keyed_pending():
                 error = self._keyed(placement, state)
             if state.scatter:
-                error = self._scatter(placement, state) or error
+                error = self._scatter_collect(
+                    placement, state, sent or self._scatter_send(placement, state)) or error
             if state.keyed_pending() or state.scatter:
                 raise error or SourceUnavailable(f"source {source!r}: ops left unfinished")
 
@@ -163,19 +197,25 @@ class Router:
         version = placement.ring.version
         failed: set[str] = set()
         error: BaseException | None = None
+        quorum = placement.read_quorum > 1
+        single = placement.replicas == 1
+        if quorum:
+            error = self._quorum_reads(placement, st)
         # Phase 1: reads and primary writes (with fallback), fan-out ops to all N.
-        first_phase = [i for i in st.primary_pending]
+        first_phase = [i for i in st.primary_pending
+                       if not (quorum and st.ops[i].kind == "retrieve")]
         while first_phase:
             groups: dict[str, list[int]] = {}
             fanout: dict[str, list[int]] = {}
+            ops, preference = st.ops, placement.preference
             for i in first_phase:
-                op = st.ops[i]
-                prefs = placement.preference(op.key, op.namespace)
+                op = ops[i]
+                prefs = preference(op.key, op.namespace)
                 if op.kind in _FANOUT:
                     for sid in prefs:
                         fanout.setdefault(sid, []).append(i)
                     continue
-                sid = next((s for s in prefs if s not in failed), None)
+                sid = next((s for s in prefs if s not in failed), None) if failed else prefs[0]
                 if sid is None:
                     error = error or SourceUnavailable(
                         f"no live shard for key {op.key!r} of {placement.source!r}")
@@ -191,14 +231,16 @@ class Router:
                     else:
                         self._lost(sid, outcome, failed)
                         error = error if isinstance(error, StaleRing) else outcome
-                        retry_next.extend(idxs)
+                        retry_next.extend(i for i in idxs if not _unknown(st, i, outcome))
                     continue
-                for i, result in zip(idxs, outcome[:len(idxs)], strict=True):
-                    op = st.ops[i]
-                    if op.kind in _READS or isinstance(result, MemclusterError):
-                        st.finish(i, result)
-                    else:  # a primary write: replicate what it returned
-                        st.replicate_pending[i] = (result, sid)
+                if single:  # N=1: the primary's copy is the quorum
+                    st.finish_all(idxs, outcome)
+                else:
+                    for i, result in zip(idxs, outcome[:len(idxs)], strict=True):
+                        if ops[i].kind in _READS or isinstance(result, MemclusterError):
+                            st.finish(i, result)
+                        else:  # a primary write: replicate what it returned
+                            st.replicate_pending[i] = (result, sid)
                 for i, result in zip(fan_idxs, outcome[len(idxs):], strict=True):
                     acks[i] = acks.get(i, 0) + 1
                     if result is True:
@@ -218,6 +260,50 @@ class Router:
         # Phase 2: replicate the primaries' records to the other N-1 shards.
         if st.replicate_pending:
             error = self._replicate(placement, st, failed) or error
+        return error
+
+    def _quorum_reads(self, placement: Placement, st: _Batch) -> BaseException | None:
+        """Retrieve from every replica, answer the newest copy once `read_quorum` replicas
+        answered, and write it back to the stale ones (read repair)."""
+        reads = [i for i in st.primary_pending if st.ops[i].kind == "retrieve"]
+        if not reads:
+            return None
+        version = placement.ring.version
+        groups: dict[str, list[int]] = {}
+        for i in reads:
+            op = st.ops[i]
+            for sid in placement.preference(op.key, op.namespace):
+                groups.setdefault(sid, []).append(i)
+        pendings = [(sid, idxs, self.topology.link(sid).submit(
+            version, [st.ops[i] for i in idxs])) for sid, idxs in groups.items()]
+        answers: dict[int, dict[str, Record | None]] = {i: {} for i in reads}
+        error: BaseException | None = None
+        for sid, idxs, pending in pendings:
+            try:
+                results = pending.result()
+            except MemclusterError as exc:
+                self._lost(sid, exc, set())
+                error = exc if isinstance(exc, StaleRing) else (error or exc)
+                continue
+            for i, result in zip(idxs, results, strict=True):
+                if not isinstance(result, MemclusterError):
+                    answers[i][sid] = result
+        repairs: dict[str, list[ReplicateOp]] = {}
+        for i in reads:
+            if len(answers[i]) < placement.read_quorum:
+                error = error if isinstance(error, StaleRing) else QuorumNotReached(
+                    f"{len(answers[i])} of {placement.read_quorum} replicas of "
+                    f"{st.ops[i].key!r} answered")
+                continue
+            winner, stale = repair_plan(answers[i])
+            for sid in stale:
+                repairs.setdefault(sid, []).append(ReplicateOp(winner))
+            st.finish(i, winner)
+        for pending in [self.topology.link(sid).submit(version, ops)
+                        for sid, ops in repairs.items()]:
+            with contextlib.suppress(MemclusterError):  # best effort: the next read repairs
+                pending.result()
+        st.primary_pending = [i for i in st.primary_pending if i not in st.done]
         return error
 
     def _replicate(self, placement: Placement, st: _Batch,
@@ -280,9 +366,9 @@ class Router:
 
     # ---- scatter ops ------------------------------------------------------------------------
 
-    def _scatter(self, placement: Placement, st: _Batch) -> BaseException | None:
+    def _scatter_send(self, placement: Placement, st: _Batch) -> tuple[dict[int, _Plan], list]:
+        """Send every pending scatter op to every shard (one call each)."""
         ring = placement.ring
-        n = placement.replicas
         plans = {i: _plan(st.ops[i], placement) for i in st.scatter}
         pendings = []
         for sid in ring.shard_ids:
@@ -290,6 +376,14 @@ class Router:
             for plan in plans.values():
                 batch.extend(plan.shard_ops(sid))
             pendings.append((sid, self.topology.link(sid).submit(ring.version, batch)))
+        return plans, pendings
+
+    def _scatter_collect(self, placement: Placement, st: _Batch,
+                         sent: tuple[dict[int, _Plan], list]) -> BaseException | None:
+        """Wait for the answers of `_scatter_send` and merge them per op."""
+        ring = placement.ring
+        n = placement.replicas
+        plans, pendings = sent
         answers: dict[str, list[Any]] = {}
         error: BaseException | None = None
         writes = any(st.ops[i].kind == "clear" for i in st.scatter)
@@ -340,15 +434,39 @@ class _Batch:
         self.results[i] = result
         self.done.add(i)
 
+    def finish_all(self, idxs: list[int], results: list[Any]) -> None:
+        """`finish` for ops `idxs` with the first len(idxs) `results`, in one pass."""
+        out = self.results
+        for i, result in zip(idxs, results, strict=False):
+            out[i] = result
+        self.done.update(idxs)
+
     def fail_pending(self, exc: BaseException) -> None:
         for i, result in enumerate(self.results):
             if result is UNSET:
                 self.results[i] = exc
 
 
+def _unknown(st: _Batch, i: int, exc: BaseException) -> bool:
+    """Finish op `i` with `UnknownOutcome` if it is not idempotent (an `update` has no
+    operation id) and the failed call may have reached the shard: a retry elsewhere could
+    apply it twice. -> True if it was finished."""
+    if st.ops[i].kind != "update" or not in_flight(exc):
+        return False
+    st.finish(i, UnknownOutcome(f"update of {st.ops[i].key!r}: {exc} after the call was "
+                                "sent; it may or may not have been applied"))
+    return True
+
+
 def _with_op_id(op: Op) -> Op:
-    if op.kind in ("store", "delete") and op.op_id is None:  # type: ignore[union-attr]
-        return replace(op, op_id=new_op_id())  # type: ignore[type-var]
+    """`op` with an operation id if it is a write without one (built directly: `replace`
+    costs twice as much, and this runs once per op of every batch)."""
+    kind = op.kind
+    if kind == "store" and op.op_id is None:  # type: ignore[union-attr]
+        return StoreOp(op.key, op.blob, op.namespace, op.metadata, op.ttl,  # type: ignore
+                       op.if_version, op.overwrite, new_op_id())  # type: ignore[union-attr]
+    if kind == "delete" and op.op_id is None:  # type: ignore[union-attr]
+        return DeleteOp(op.key, op.namespace, new_op_id())  # type: ignore[union-attr]
     return op
 
 

@@ -25,6 +25,7 @@ keys deleted meanwhile are remembered so a late handoff cannot resurrect them.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import threading
 import time
@@ -364,14 +365,25 @@ class ShardCore:
 # ---- Ray: the class made remote in one place, and the handle ------------------------
 
 
+class ShardActor(ShardCore):
+    """`ShardCore` as it runs in its own actor process."""
+
+    def open(self) -> dict[str, Any]:
+        info = super().open()
+        # The worker's start-up heap (Ray's own ~100k objects) moves out of the collector's
+        # reach: otherwise every full collection rescans it, a ~40% tax on batch throughput.
+        gc.freeze()
+        return info
+
+
 def shard_actor_class() -> Any:
-    """`ShardCore` as a Ray actor class (imported lazily so the core needs no Ray)."""
+    """`ShardActor` as a Ray actor class (imported lazily so the core needs no Ray)."""
     import ray
 
     # `ping` runs in its own concurrency group: a long batch or export in the mailbox must
     # not look like a dead shard, while a frozen (SIGSTOP) process still misses its pings.
     return ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1,
-                      concurrency_groups={"health": 1})(ShardCore)
+                      concurrency_groups={"health": 1})(ShardActor)
 
 
 def in_flight(exc: BaseException) -> bool:
@@ -396,11 +408,6 @@ class Pending:
         self._shard_id = shard_id
         self._timeout = timeout
         self._ops = ops  # set: the reply is in the wire format, decoded for these ops
-
-    @property
-    def ref(self) -> Any:
-        """The Ray ObjectRef of the reply (async callers await it, then call `decode`)."""
-        return self._ref
 
     def decode(self, out: Any) -> Any:
         """Turn a raw reply into the call's result (raising a returned refusal)."""
