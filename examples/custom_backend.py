@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from memcluster import MemoryBackend, Record, codec, query
-from memcluster.backends.base import Capabilities
-from memcluster.errors import ConfigError
+from memcluster.backends.base import Capabilities, check_options
 from memcluster.model import Page
 from memcluster.ops import DeleteOp, ListKeysOp, ReplicateOp, RetrieveOp, SearchOp, StoreOp
 
@@ -47,8 +46,7 @@ class DictBackend(MemoryBackend):
     capabilities = Capabilities(text="substring", ttl="lazy")
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        if opts:
-            raise ConfigError(f"dict-example: unknown option(s) {', '.join(sorted(opts))}")
+        check_options(self.name, opts, known=())     # it takes no options
         self._data: dict[tuple[str, str], _Stored] = {}
 
     # -- helpers

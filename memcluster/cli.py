@@ -35,7 +35,7 @@ from memcluster.errors import ConfigError, MemclusterError, UnknownSource
 from memcluster.manager.config import memory_source
 from memcluster.manager.manager import MemoryManager
 from memcluster.manager.surface import MemorySurface
-from memcluster.manager.tools import FORMATS, record_json
+from memcluster.manager.tools import FORMATS, record_json, tags_filter
 from memcluster.ops import StoreOp
 from memcluster.secrets import redact_text
 
@@ -158,12 +158,8 @@ def _parse_json(text: str, what: str) -> Any:
 
 
 def _filter(args: argparse.Namespace) -> dict[str, Any] | None:
-    parts = [{"tags": {"$contains": t}} for t in args.tag or ()]
-    if getattr(args, "filter", None):
-        parts.append(_parse_json(args.filter, "--filter"))
-    if not parts:
-        return None
-    return parts[0] if len(parts) == 1 else {"$and": parts}
+    extra = _parse_json(args.filter, "--filter") if getattr(args, "filter", None) else None
+    return tags_filter(args.tag, extra)
 
 
 # ---- data commands -------------------------------------------------------------------------

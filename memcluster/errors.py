@@ -7,6 +7,8 @@ catching Python's. `TransientError` marks the ones a retry may cure.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class MemclusterError(Exception):
     """Root of every error memcluster raises on purpose."""
@@ -38,7 +40,8 @@ class VersionConflict(MemclusterError):
         self.expected = expected
         self.actual = actual
 
-    def __reduce__(self):  # keep the fields when pickled across processes (Ray)
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Keep the fields when pickled across processes (Ray)."""
         return (_rebuild, (type(self), self.args,
                            {"key": self.key, "expected": self.expected, "actual": self.actual}))
 
@@ -82,7 +85,8 @@ class StaleRing(TransientError):
         super().__init__(message)
         self.current = current
 
-    def __reduce__(self):  # keep `current` when pickled across processes (Ray)
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Keep `current` when pickled across processes (Ray)."""
         return (_rebuild, (type(self), self.args, {"current": self.current}))
 
 
@@ -100,7 +104,8 @@ class FencedOut(MemclusterError):
         self.epoch = epoch
         self.current = current
 
-    def __reduce__(self):  # keep the fields when pickled across processes (Ray)
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Keep the fields when pickled across processes (Ray)."""
         return (_rebuild, (type(self), self.args, {"epoch": self.epoch, "current": self.current}))
 
 

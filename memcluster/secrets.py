@@ -2,8 +2,8 @@
 
 Core functions: `redact_url` (a Redis or PostgreSQL URL, or a libpq `key=value` DSN, with
 its password replaced by `***`) and `redact_text` (every such secret inside free text,
-e.g. a driver's error message). Backends use them for `info()` and error messages, the
-cluster for its spec and logs.
+e.g. a driver's error message, plus any secret the caller knows). Backends use them for
+`info()` and error messages, the cluster for its spec and logs.
 
 Decision: mask by parsing the one string we know is a URL, and by pattern over free text;
 the rejected alternative, keeping the password out of the URL in a separate option, would
@@ -23,8 +23,12 @@ _KV_SECRET = re.compile(
     r"(?P<value>'(?:[^'\\]|\\.)*'|[^\s&;]+)")
 
 
-def redact_text(text: str) -> str:
-    """Mask `scheme://user:pw@` userinfo and `password=...` pairs anywhere in `text`."""
+def redact_text(text: str, *known: str | None) -> str:
+    """Mask `scheme://user:pw@` userinfo and `password=...` pairs anywhere in `text`, and
+    every occurrence of the `known` secrets (e.g. the password a driver echoes bare)."""
+    for secret in known:
+        if secret:
+            text = text.replace(secret, MASK)
     text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
     return _KV_SECRET.sub(lambda m: f"{m['name']}{MASK}", text)
 

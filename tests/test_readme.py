@@ -75,6 +75,17 @@ def _load_example():
 DictBackend = _load_example().DictBackend
 
 
+def test_custom_backend_excerpt_matches_the_example_file():
+    """The README's excerpt of examples/custom_backend.py has not drifted from the file."""
+    excerpt, suite = blocks(section("Writing your own backend"), "python")
+    source = (ROOT / "examples" / "custom_backend.py").read_text(encoding="utf-8")
+    lines = [line for line in excerpt.splitlines() if line.strip() not in ("", "...")]
+    assert len(lines) >= 8
+    for line in lines:
+        assert line in source.splitlines(), line
+    assert "BackendConformance" in suite and "DictBackend" in suite
+
+
 class TestCustomBackendConformance(BackendConformance):
     """examples/custom_backend.py keeps the same contract as the built-in backends."""
 

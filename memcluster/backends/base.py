@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from memcluster.errors import (
+    ConfigError,
     MemclusterError,
     UnsupportedOperation,
     UnsupportedQuery,
@@ -73,6 +74,39 @@ class Capabilities:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_options(backend: str, opts: Mapping[str, Any], known: Iterable[str]) -> None:
+    """Reject options `backend` does not know (ConfigError naming them and the known ones).
+
+    Every backend's `open` starts with it: a typo such as `pth:` must fail at open, not
+    run on the defaults.
+    """
+    allowed = tuple(known)
+    unknown = sorted(set(opts) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{backend}: unknown option(s) {', '.join(unknown)}; "
+                          f"known: {', '.join(allowed) or '(none)'}")
+
+
+def chain_stores(ops: Sequence[StoreOp], live: Callable[[str, str], Record | None],
+                 now: float) -> list[Record]:
+    """The records a batch of stores writes, in order, without writing anything.
+
+    `live(namespace, key)` reads the store; a later op on the same key sees the record of
+    the earlier one (versions n+1, n+2), as if applied one by one. Raises VersionConflict
+    for a failed compare-and-set, so an all-or-nothing `store_many` commits only after it
+    returns.
+    """
+    staged: dict[tuple[str, str], Record | None] = {}
+    out: list[Record] = []
+    for op in ops:
+        where = (op.namespace, op.key)
+        current = staged[where] if where in staged else live(*where)
+        record = op.record_after(current, now)
+        staged[where] = record
+        out.append(record)
+    return out
 
 
 class MemoryBackend(ABC):

@@ -11,13 +11,14 @@ Decisions:
   `<path>.p-<percent-encoded prefix>` (or `<path>.h-<sha256>` when that would be too long
   for a file name). The rejected alternative, one shared file holding every prefix, would
   need a cross-process read-modify-write of the whole file on every store.
-- **Atomic replace on every acknowledged write.** The document is written to a temporary
-  file in the same directory, flushed and fsynced, renamed over the store with
-  `os.replace`, and the directory is fsynced. A process killed at any instant leaves either
-  the old or the new file, never a torn one; with `sync: always` the write is also on disk
-  when `store()` returns. `sync: os` skips the fsyncs (still safe against a killed process,
-  not against power loss). `store_many` writes once for the whole batch. Rewriting the whole
-  file makes a write O(store size): this backend is for small, human-inspectable stores.
+- **Atomic replace on every acknowledged write** (`atomic_file.replace_file`). The document
+  is written to a temporary file in the same directory, flushed and fsynced, renamed over
+  the store with `os.replace`, and the directory is fsynced. A process killed at any
+  instant leaves either the old or the new file, never a torn one; with `sync: always`
+  the write is also on disk when `store()` returns. `sync: os` skips the fsyncs (still
+  safe against a killed process, not against power loss). `store_many` writes once for
+  the whole batch. Rewriting the whole file makes a write O(store size): this backend is
+  for small, human-inspectable stores.
 - **A lock file** (`<file>.lock`, `fcntl.flock`, non-blocking) keeps a second process (or a
   second instance) from opening the same store: it gets `SourceUnavailable` at once.
 - **Formats.** msgpack carries every native value as is. json and yaml carry the
@@ -32,13 +33,10 @@ Decisions:
 from __future__ import annotations
 
 import bisect
-import contextlib
-import fcntl
 import functools
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -50,7 +48,8 @@ import msgpack
 import yaml
 
 from memcluster import codec, query
-from memcluster.backends.base import Capabilities, MemoryBackend
+from memcluster.backends.atomic_file import lock_exclusive, remove_stale_temps, replace_file
+from memcluster.backends.base import Capabilities, MemoryBackend, chain_stores, check_options
 from memcluster.errors import ConfigError, SourceUnavailable
 from memcluster.model import Page, Query, Record
 from memcluster.ops import (
@@ -110,14 +109,6 @@ def _detached(record: Record) -> Record:
     return replace(record, value=value, metadata=metadata)
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
     """Run `method` under the instance lock: a check-then-commit (CAS) and a snapshot
     write must not interleave with another thread's, even if the behaviour promises
@@ -147,10 +138,7 @@ class FilesBackend(MemoryBackend):
     # ---- lifecycle ------------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        unknown = set(opts) - {"path", "format", "sync"}
-        if unknown:
-            raise ConfigError(f"files: unknown option(s) {sorted(unknown)}; "
-                              "known: path, format, sync")
+        check_options("files", opts, ("path", "format", "sync"))
         path = opts.get("path")
         if not isinstance(path, (str, os.PathLike)) or not str(path):
             raise ConfigError("files.path: required, the store's base file path")
@@ -164,10 +152,11 @@ class FilesBackend(MemoryBackend):
         file = store_file(path, self.prefix)
         if not file.parent.is_dir():
             raise ConfigError(f"files.path: directory {str(file.parent)!r} does not exist")
-        self._acquire_file_lock(file)
+        self._lock_fd = lock_exclusive(file.with_name(file.name + ".lock"),
+                                       f"files store {str(file)!r}")
         try:
             self._file = file
-            self._remove_stale_temps()
+            remove_stale_temps(file)
             self._data = self._read()
         except BaseException:
             self.close()
@@ -179,25 +168,6 @@ class FilesBackend(MemoryBackend):
             os.close(self._lock_fd)  # closing the descriptor releases the flock
             self._lock_fd = None
         self._data = {}
-
-    def _acquire_file_lock(self, file: Path) -> None:
-        lock_path = file.with_name(file.name + ".lock")
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SourceUnavailable(
-                f"files store {str(file)!r} is already open in another process or backend "
-                f"instance (lock {str(lock_path)!r} is held); close that one first") from None
-        self._lock_fd = fd
-
-    def _remove_stale_temps(self) -> None:
-        """Temp files of a writer killed mid-write; safe to remove while we hold the lock."""
-        assert self._file is not None
-        for stale in self._file.parent.glob(self._file.name + ".tmp-*"):
-            with contextlib.suppress(FileNotFoundError):
-                stale.unlink()
 
     # ---- the file ----------------------------------------------------------------------------
 
@@ -234,21 +204,7 @@ class FilesBackend(MemoryBackend):
              r.expires_at]
             for records in self._data.values() for r in records.values()]}
         blob = _dump(doc, self._format)
-        directory = self._file.parent
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=self._file.name + ".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(blob)
-                handle.flush()
-                if self._fsync:
-                    os.fsync(handle.fileno())
-            os.replace(tmp, self._file)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        if self._fsync:
-            _fsync_dir(directory)
+        replace_file(self._file, lambda handle: handle.write(blob), sync=self._fsync)
 
     def _commit(self, changes: dict[tuple[str, str], Record | None]) -> None:
         """Apply `changes` ((namespace, key) -> record or None to delete) and persist them.
@@ -354,17 +310,10 @@ class FilesBackend(MemoryBackend):
     def store_many(self, ops: Sequence[StoreOp]) -> list[Record]:
         """All or nothing: a CAS conflict anywhere leaves the store unchanged; one write."""
         now = self.clock()
-        staged: dict[tuple[str, str], Record | None] = {}
-        out = []
-        for op in ops:
-            where = (op.namespace, op.key)
-            current = staged[where] if where in staged else self._live(*where, now)
-            record = _detached(op.record_after(current, now))
-            staged[where] = record
-            out.append(_detached(record))
-        if staged:
-            self._commit(staged)
-        return out
+        records = chain_stores(ops, lambda ns, key: self._live(ns, key, now), now)
+        if records:
+            self._commit({(r.namespace, r.key): _detached(r) for r in records})
+        return [_detached(r) for r in records]
 
     def delete(self, op: DeleteOp) -> bool:
         return self.delete_many([op]) == 1

@@ -57,7 +57,7 @@ from psycopg_pool import ConnectionPool
 
 from memcluster import codec
 from memcluster import query as engine
-from memcluster.backends.base import UPDATE_RETRIES, Capabilities, MemoryBackend
+from memcluster.backends.base import UPDATE_RETRIES, Capabilities, MemoryBackend, check_options
 from memcluster.errors import (
     ConfigError,
     InvalidKey,
@@ -113,7 +113,7 @@ def _unavailable(*, retry: bool) -> Callable[[Callable[..., T]], Callable[..., T
                         continue
                     raise SourceUnavailable(
                         f"postgres at {self.safe_dsn} is unavailable: {type(exc).__name__}: "
-                        f"{self._scrub(str(exc))}") from None
+                        f"{redact_text(str(exc), self._password)}") from None
                 except UnicodeEncodeError:
                     raise InvalidKey("postgres cannot store lone surrogates in keys, "
                                      "namespaces or metadata") from None
@@ -353,10 +353,7 @@ class PostgresBackend(MemoryBackend):
     # ---- lifecycle ----------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(f"postgres: unknown option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(self.OPTIONS)}")
+        check_options("postgres", opts, self.OPTIONS)
         cfg = {**self.OPTIONS, **opts}
         dsn = cfg["dsn"]
         if not isinstance(dsn, str) or not dsn:
@@ -407,10 +404,6 @@ class PostgresBackend(MemoryBackend):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "dsn": self.safe_dsn, "schema_name": self._schema,
                 "table_name": self._table_name, "prefix": self.prefix}
-
-    def _scrub(self, text: str) -> str:
-        text = redact_text(text)
-        return text.replace(self._password, "***") if self._password else text
 
     def _sql(self, template: str) -> sql.Composed:
         return sql.SQL(template).format(table=self._table)

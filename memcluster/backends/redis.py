@@ -43,7 +43,7 @@ import redis.exceptions
 
 from memcluster import codec
 from memcluster import query as engine
-from memcluster.backends.base import Capabilities, MemoryBackend
+from memcluster.backends.base import Capabilities, MemoryBackend, check_options
 from memcluster.errors import ConfigError, InvalidValue, SourceUnavailable, VersionConflict
 from memcluster.model import Page, Query, Record
 from memcluster.ops import (
@@ -168,7 +168,7 @@ def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
             raise SourceUnavailable(
                 f"redis at {self.safe_url} is unavailable: "
-                f"{type(exc).__name__}: {redact_text(self._scrub(str(exc)))}") from None
+                f"{type(exc).__name__}: {redact_text(str(exc), self._password)}") from None
 
     return wrapper
 
@@ -196,10 +196,7 @@ class RedisBackend(MemoryBackend):
     # ---- lifecycle ----------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - set(self.OPTIONS))
-        if unknown:
-            raise ConfigError(f"redis: unknown option(s) {', '.join(unknown)}; "
-                              f"known: {', '.join(self.OPTIONS)}")
+        check_options("redis", opts, self.OPTIONS)
         cfg = {**self.OPTIONS, **opts}
         url = cfg["url"]
         if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
@@ -246,9 +243,6 @@ class RedisBackend(MemoryBackend):
     def info(self) -> dict[str, Any]:
         return {**super().info(), "url": self.safe_url, "prefix": self._base.decode(
             "utf-8", "replace")}
-
-    def _scrub(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
 
     # ---- keys ---------------------------------------------------------------------------
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from memcluster import codec, query
 from memcluster.backends import sqlite_query
-from memcluster.backends.base import Capabilities, MemoryBackend
+from memcluster.backends.base import Capabilities, MemoryBackend, check_options
 from memcluster.errors import ConfigError, SourceUnavailable
 from memcluster.model import Page, Query, Record
 from memcluster.ops import (
@@ -127,10 +127,7 @@ class SQLiteBackend(MemoryBackend):
     # ---- lifecycle ------------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        unknown = set(opts) - {"path", "synchronous", "sweep_every"}
-        if unknown:
-            raise ConfigError(f"sqlite: unknown option(s) {sorted(unknown)}; "
-                              "known: path, synchronous, sweep_every")
+        check_options("sqlite", opts, ("path", "synchronous", "sweep_every"))
         path = opts.get("path")
         if not isinstance(path, str) or not path:
             raise ConfigError("sqlite.path: required, a file path or ':memory:'")

@@ -54,7 +54,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from memcluster import query
-from memcluster.backends.base import Capabilities, MemoryBackend
+from memcluster.backends.base import Capabilities, MemoryBackend, chain_stores, check_options
 from memcluster.backends.embedders import Embedder, resolve_embedder
 from memcluster.backends.vectorlog import Drop, Put, VectorJournal, Wipe
 from memcluster.errors import ConfigError, InvalidValue, SourceUnavailable, UnsupportedQuery
@@ -182,10 +182,7 @@ class VectorBackend(MemoryBackend):
 
     @_locked
     def open(self, opts: Mapping[str, Any]) -> None:
-        unknown = sorted(set(opts) - set(OPTIONS))
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown option for the vector backend; "
-                              f"known: {', '.join(OPTIONS)}")
+        check_options("vector", opts, OPTIONS)
         threshold = opts.get("similarity_threshold")
         if threshold is not None and (isinstance(threshold, bool)
                                       or not isinstance(threshold, (int, float))
@@ -373,14 +370,7 @@ class VectorBackend(MemoryBackend):
             return []
         now = self.clock()
         self._sweep(now)
-        staged: dict[tuple[str, str], Record] = {}
-        out = []
-        for op in ops:
-            where = (op.namespace, op.key)
-            current = staged[where] if where in staged else self._live(*where, now)
-            record = op.record_after(current, now)
-            staged[where] = record
-            out.append(record)
+        out = chain_stores(ops, lambda ns, key: self._live(ns, key, now), now)
         vectors = self._embed([self.text_of(r.value) for r in out])
         self._commit(list(zip(out, vectors, strict=True)), [])
         return out

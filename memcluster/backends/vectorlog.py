@@ -14,21 +14,20 @@ Decisions:
 - **Append + fsync per batch, not rewrite per write.** A write appends its entries and
   fsyncs once per batch (`store_many` is one fsync); the files backend's rewrite-the-
   whole-file scheme would make each write O(store), hopeless for 100k vectors.
-- **Compaction** writes every live record to a temporary snapshot, fsyncs, renames it
-  over the old one, fsyncs the directory, and only then truncates the log. A crash
+- **Compaction** replaces the snapshot with every live record (`atomic_file.replace_file`:
+  temporary file, fsync, rename, directory fsync), and only then truncates the log. A crash
   between the rename and the truncation replays the old log over the new snapshot, which
   is harmless: every entry sets a key's state absolutely, so replay is idempotent.
 - **A torn tail** (a crash mid-append) is cut off at the last complete entry on open.
 - **Headers are checked**: data written with another embedder or dimension is a
   `ConfigError` at open, not a silent mix of incomparable vectors. (Re-embedding
   automatically was rejected: with a model it can take minutes, hidden in `open`.)
-- A `lock` file (`fcntl.flock`, non-blocking) keeps a second instance off the directory.
+- A `lock` file (`atomic_file.lock_exclusive`) keeps a second instance off the directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -41,6 +40,7 @@ import msgpack
 import numpy as np
 
 from memcluster import codec
+from memcluster.backends.atomic_file import lock_exclusive, remove_stale_temps, replace_file
 from memcluster.errors import ConfigError, SourceUnavailable
 from memcluster.logs import event, get_logger
 from memcluster.model import Record
@@ -87,14 +87,6 @@ def _put_entry(record: Record, vector: np.ndarray) -> list[Any]:
             np.asarray(vector, dtype=np.float32).tobytes()]
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class VectorJournal:
     """Snapshot + append-only log of one prefix's records and vectors."""
 
@@ -119,20 +111,13 @@ class VectorJournal:
         """
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = lock_exclusive(self.directory / "lock",
+                                           f"vector store {str(self.directory)!r}")
         except OSError as exc:
             raise ConfigError(f"path: cannot create {str(self.directory)!r}: "
                               f"{exc.strerror or exc}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            raise SourceUnavailable(f"vector store {str(self.directory)!r} is locked by another "
-                                    "open backend") from exc
-        self._lock_fd = fd
-        with contextlib.suppress(FileNotFoundError):
-            (self.directory / (SNAPSHOT + ".tmp")).unlink()
         snapshot = self.directory / SNAPSHOT
+        remove_stale_temps(snapshot)
         if snapshot.exists():
             yield from self._replay(snapshot, truncate=False)
         log = self.directory / LOG
@@ -244,19 +229,15 @@ class VectorJournal:
         """Replace the snapshot with `live` (every live record) and empty the log."""
         if self._log is None:
             raise SourceUnavailable("vector store is closed")
-        tmp = self.directory / (SNAPSHOT + ".tmp")
         packer = msgpack.Packer(use_bin_type=True)
+
+        def write(fh: BinaryIO) -> None:
+            fh.write(packer.pack(self.header))
+            for record, vector in live:
+                fh.write(packer.pack(_put_entry(record, vector)))
+
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(packer.pack(self.header))
-                for record, vector in live:
-                    fh.write(packer.pack(_put_entry(record, vector)))
-                fh.flush()
-                if self.sync:
-                    os.fsync(fh.fileno())
-            os.replace(tmp, self.directory / SNAPSHOT)
-            if self.sync:
-                _fsync_dir(self.directory)
+            replace_file(self.directory / SNAPSHOT, write, sync=self.sync)
             self._log.seek(0)
             self._log.truncate(0)
             self._log.write(packer.pack(self.header))

@@ -131,20 +131,28 @@ def check_sources(sources: Any, path: str = "sources") -> list[SourceSpec]:
     """Check a list of SourceSpecs as a whole: unique names, at most one default."""
     if not isinstance(sources, (list, tuple)):
         raise ConfigError(f"{path}: must be a list of sources, got {type(sources).__name__}")
-    seen: set[str] = set()
-    defaults: list[str] = []
     for i, spec in enumerate(sources):
         if not isinstance(spec, SourceSpec):
             raise ConfigError(f"{path}[{i}]: must be a SourceSpec (use memory_source()), "
                               f"got {type(spec).__name__}")
-        if spec.name in seen:
-            raise ConfigError(f"{path}[{i}].name: duplicate source name {spec.name!r}")
-        seen.add(spec.name)
-        if spec.default:
-            defaults.append(spec.name)
-    if len(defaults) > 1:
-        raise ConfigError(f"{path}: at most one source may be the default, got {defaults}")
+    _check_unique([(s.name, s.default) for s in sources], path)
     return list(sources)
+
+
+def _check_unique(sources: list[tuple[str, bool]], path: str) -> None:
+    """Source names are unique and at most one source is the default (`(name, default)`s)."""
+    seen: dict[str, int] = {}
+    default: int | None = None
+    for i, (name, is_default) in enumerate(sources):
+        if name in seen:
+            raise ConfigError(f"{path}[{i}].name: duplicate source name {name!r} "
+                              f"(also {path}[{seen[name]}])")
+        seen[name] = i
+        if is_default:
+            if default is not None:
+                raise ConfigError(f"{path}[{i}].default: at most one source may be the "
+                                  f"default ({path}[{default}] already is)")
+            default = i
 
 
 # ---- reading and validating ------------------------------------------------------------
@@ -233,18 +241,7 @@ def _validate_top(data: dict[str, Any]) -> dict[str, Any]:
         raise ConfigError(f"sources: must be a non-empty list, got {_kind(sources)}"
                           if not isinstance(sources, list) else "sources: must not be empty")
     out["sources"] = [_validate_source(s, f"sources[{i}]") for i, s in enumerate(sources)]
-    seen: dict[str, int] = {}
-    defaults = []
-    for i, src in enumerate(out["sources"]):
-        if src["name"] in seen:
-            raise ConfigError(f"sources[{i}].name: duplicate source name {src['name']!r} "
-                              f"(also sources[{seen[src['name']]}])")
-        seen[src["name"]] = i
-        if src["default"]:
-            defaults.append(i)
-    if len(defaults) > 1:
-        raise ConfigError(f"sources[{defaults[1]}].default: at most one source may be the "
-                          f"default (sources[{defaults[0]}] already is)")
+    _check_unique([(s["name"], s["default"]) for s in out["sources"]], "sources")
     return out
 
 

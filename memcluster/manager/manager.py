@@ -81,7 +81,11 @@ class MemoryManager(MemorySurface):
     # ---- managing sources ---------------------------------------------------------------
 
     def _open(self, spec: SourceSpec) -> None:
-        backend = create_backend(spec.backend, spec.opts, prefix=spec.name, clock=self._clock)
+        try:
+            backend = create_backend(spec.backend, spec.opts, prefix=spec.name,
+                                     clock=self._clock)
+        except ConfigError as exc:  # say which source: two may share a backend
+            raise ConfigError(f"source {spec.name!r}: {exc}") from exc
         with self._registry:
             self._sources[spec.name] = _Source(spec, backend)
             if spec.default or self._default is None:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -100,13 +100,22 @@ _FILTER = {"type": "object", "description": "Metadata filter, e.g. {\"priority\"
            "(operators $eq $ne $gt $gte $lt $lte $in $nin $contains $exists $and $or $not)."}
 
 
-def _query_filter(args: dict[str, Any]) -> dict[str, Any] | None:
-    parts = [{"tags": {"$contains": t}} for t in args.get("tags") or ()]
-    if args.get("filter"):
-        parts.append(args["filter"])
+def tags_filter(tags: Iterable[str] | None, extra: dict[str, Any] | None = None
+                ) -> dict[str, Any] | None:
+    """The metadata filter for "carries every one of `tags`" AND `extra` (None: no filter).
+
+    Tags live in `metadata["tags"]` (see `memory_store`); the CLI's `--tag` uses the same.
+    """
+    parts: list[dict[str, Any]] = [{"tags": {"$contains": t}} for t in tags or ()]
+    if extra:
+        parts.append(extra)
     if not parts:
         return None
     return parts[0] if len(parts) == 1 else {"$and": parts}
+
+
+def _query_filter(args: dict[str, Any]) -> dict[str, Any] | None:
+    return tags_filter(args.get("tags"), args.get("filter"))
 
 
 def _list_sources(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str, Any]:

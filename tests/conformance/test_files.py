@@ -78,7 +78,7 @@ def test_a_second_open_of_the_same_store_fails_clearly_until_the_first_closes(tm
 
 
 def test_writes_leave_no_temp_files_and_stale_ones_are_removed(tmp_path):
-    stale = tmp_path / (store_file(tmp_path / "m.db", "p").name + ".tmp-dead")
+    stale = tmp_path / f".tmp-{store_file(tmp_path / 'm.db', 'p').name}-dead"
     stale.write_bytes(b"half a write")
     backend = open_files(tmp_path / "m.db")
     try:
@@ -87,6 +87,20 @@ def test_writes_leave_no_temp_files_and_stale_ones_are_removed(tmp_path):
     finally:
         backend.close()
     assert sorted(os.listdir(tmp_path)) == ["m.db.p-p", "m.db.p-p.lock"]
+
+
+def test_cleaning_one_prefix_never_removes_another_prefixs_store(tmp_path):
+    """The prefix `p.tmp-1` is stored in `m.db.p-p.tmp-1`: opening prefix `p` (which
+    removes the temporary files a killed writer of `m.db.p-p` left) must not take it."""
+    other = open_files(tmp_path / "m.db", "p.tmp-1")
+    other.store(StoreOp.make("k", "kept"))
+    other.close()
+    open_files(tmp_path / "m.db", "p").close()
+    again = open_files(tmp_path / "m.db", "p.tmp-1")
+    try:
+        assert again.retrieve(RetrieveOp.make("k")).value == "kept"
+    finally:
+        again.close()
 
 
 @pytest.mark.parametrize("content", [b"", b"\x93garbage", b"{not json"])

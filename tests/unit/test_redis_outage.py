@@ -18,7 +18,7 @@ from memcluster.backends.registry import create_backend
 from memcluster.errors import ConfigError, SourceUnavailable
 from memcluster.model import Query
 from memcluster.ops import ListKeysOp, RetrieveOp, SearchOp, StoreOp
-from memcluster.secrets import redact_url
+from memcluster.secrets import redact_text, redact_url
 from tests.support import RedisServer, free_port, redis_server_binary, wait_until
 
 PASSWORD = "pa55:w0rd@hush"  # URL-special characters on purpose
@@ -151,3 +151,10 @@ def test_bad_options_are_config_errors_naming_the_option(opts, field):
 def test_redact_url_masks_every_form_of_password(url, shown):
     assert redact_url(url) == shown
     assert "secret" not in redact_url(url) and "cret" not in redact_url(url)
+
+
+def test_redact_text_masks_a_known_secret_echoed_bare():
+    """Drivers sometimes echo the password alone (no URL around it): the caller names it."""
+    message = "auth failed for hunter2 at redis://:hunter2@h:6379/0"
+    assert redact_text(message, "hunter2") == "auth failed for *** at redis://:***@h:6379/0"
+    assert redact_text(message, None) == "auth failed for hunter2 at redis://:***@h:6379/0"

@@ -296,7 +296,7 @@ def test_reopen_with_another_embedder_or_a_second_instance_fails_at_open(tmp_pat
     opts = {"embedder": toy_embed, "path": str(tmp_path)}
     backend = open_vector(opts)
     put(backend, "a", "a")
-    with pytest.raises(SourceUnavailable, match="locked"):
+    with pytest.raises(SourceUnavailable, match="already open"):
         open_vector(opts)
     assert open_vector(opts, prefix="other").list_keys(ListKeysOp.make()).keys == []
     backend.close()
