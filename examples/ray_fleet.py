@@ -8,12 +8,14 @@ What happens:
 1. `mc.start_cluster(config, name=...)` starts the cluster: with no addresses, a local
    Ray head and a private redis-server as daemons (the embedded mode), so the cluster
    outlives this process and any job can attach to it by name.
-2. Job 1, a separate Python process (its own Ray driver, so its own Ray job), runs
-   several agent tasks in parallel. Each task calls `mc.connect(name)` and writes what it
-   "learned" to the shared namespace "fleet" and notes to its own namespace.
+2. Job 1, a separate Python process (its own Ray driver, so its own Ray job), attaches
+   with `mc.connect(name)` alone: the name is enough to find the cluster's Ray (and, in
+   the embedded mode, its private auth token). It runs several agent tasks in parallel;
+   each calls `mc.connect(name)` and writes what it "learned" to the shared namespace
+   "fleet" and notes to its own namespace.
 3. Job 2, another process, runs new agent tasks that read and search job 1's memories:
    memory outlives the job that wrote it, and every agent on every node sees it.
-4. The cluster is stopped (actors, Redis keys, the embedded daemons).
+4. The cluster is stopped (actors, Redis keys, the embedded daemons), even on failure.
 
 Agents here are plain Ray tasks with a scripted "skill" so the example runs offline; a
 real agent would call an LLM with `memory.tools(...)` as in examples/tool_loop.py.
@@ -66,29 +68,34 @@ def review(cluster: str, agent: int) -> dict[str, Any]:
             "findings": found.get("count", 0)}
 
 
-def run_job(cluster: str, phase: str, agents: int, ray_address: str) -> list[dict[str, Any]]:
-    """One Ray job: connect to Ray, run `agents` tasks of `phase` in parallel."""
+def run_job(cluster: str, phase: str, agents: int, ray_address: str | None
+            ) -> list[dict[str, Any]]:
+    """One Ray job: attach by the cluster's name, run `agents` tasks of `phase` in parallel."""
     import ray
 
-    ray.init(address=ray_address, log_to_driver=False, configure_logging=False)
+    memory = mc.connect(cluster, ray_address=ray_address)  # also starts this Ray driver
     try:
         task = ray.remote(num_cpus=0)(learn if phase == "learn" else review)
-        rows = ray.get([task.remote(cluster, i) for i in range(agents)], timeout=120)
+        rows = ray.get([task.remote(cluster, i) for i in range(agents)], timeout=60)
         job = ray.get_runtime_context().get_job_id()
-        return [{**row, "job": job} for row in rows]
+        shared = memory.count(namespace="fleet")
+        return [{**row, "job": job, "shared": shared} for row in rows]
     finally:
+        memory.close()
         ray.shutdown()
 
 
 # ---- the driver ----------------------------------------------------------------------------
 
 
-def spawn_job(cluster: str, phase: str, agents: int, ray_address: str) -> list[dict[str, Any]]:
+def spawn_job(cluster: str, phase: str, agents: int, ray_address: str | None
+              ) -> list[dict[str, Any]]:
     """Run a job as a separate process (a separate Ray driver) and read its JSON result."""
+    address = [] if ray_address is None else ["--ray-address", ray_address]
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "job", "--name", cluster, "--phase", phase,
-         "--agents", str(agents), "--ray-address", ray_address],
-        capture_output=True, text=True, timeout=300, check=False)
+         "--agents", str(agents), *address],
+        capture_output=True, text=True, timeout=120, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"job {phase} failed ({done.returncode}): {done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -106,19 +113,19 @@ def run_fleet(name: str, agents: int, redis_url: str | None, ray_address: str | 
         stop_cluster(name)  # whatever the embedded mode had started before the failure
         raise
     try:
-        address = ray.get_runtime_context().gcs_address
-        print(f"cluster {name!r} up on Ray at {address}")
-        learned = spawn_job(name, "learn", agents, address)
+        print(f"cluster {name!r} up on Ray at {ray.get_runtime_context().gcs_address}")
+        learned = spawn_job(name, "learn", agents, ray_address)
         for row in learned:
             print(f"  job {row['job']} agent-{row['agent']} stored finding:{row['stored']}")
-        reviewed = spawn_job(name, "review", agents, address)
+        reviewed = spawn_job(name, "review", agents, ray_address)
         for row in reviewed:
             print(f"  job {row['job']} agent-{row['agent']} read finding:{row['topic']} "
                   f"by {row['by']}; sees {row['findings']} findings")
         expected = len({TOPICS[i % len(TOPICS)] for i in range(agents)})
         jobs = {row["job"] for row in learned} | {row["job"] for row in reviewed}
+        print(f"  job {reviewed[0]['job']}'s driver counts {reviewed[0]['shared']} findings")
         ok = (len(jobs) == 2 and all(r["retrieved"] for r in reviewed)
-              and all(r["findings"] == expected for r in reviewed))
+              and all(r["findings"] == r["shared"] == expected for r in reviewed))
         print(f"{'OK' if ok else 'FAILED'}: {len(jobs)} jobs, {expected} shared findings")
         return ok
     finally:

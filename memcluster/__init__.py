@@ -1,7 +1,8 @@
 """memcluster: a shared, fault-tolerant memory layer for fleets of LLM agents.
 
-The public API. `start_cluster` and `connect` load `memcluster.cluster` (and so Ray) only
-when first used, so a purely local `MemoryManager` never imports Ray.
+The public API. `start_cluster`, `connect` and `start_metrics_server` load
+`memcluster.cluster` (and so Ray, for the first two) only when first used, so a purely
+local `MemoryManager` never imports Ray.
 """
 
 from typing import Any
@@ -14,14 +15,15 @@ from memcluster.model import Page, Query, Record, SourceSpec
 
 __version__ = "0.1.0"
 
-_CLUSTER_NAMES = ("start_cluster", "connect")
+_LAZY = {"start_cluster": "memcluster.cluster", "connect": "memcluster.cluster",
+         "start_metrics_server": "memcluster.cluster.metrics"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _CLUSTER_NAMES:
-        import memcluster.cluster as cluster
+    if name in _LAZY:
+        import importlib
 
-        return getattr(cluster, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'memcluster' has no attribute {name!r}")
 
 
@@ -41,4 +43,5 @@ __all__ = [
     "load_config",
     "memory_source",
     "start_cluster",
+    "start_metrics_server",
 ]

@@ -6,9 +6,17 @@ the async `a*` twins are the very same code as the local `MemoryManager`'s) and
 manager actor once for the topology, then calls shards directly with the shared `Router`:
 a single op is one `apply_batch` call to its primary (plus the replicas' copy for
 N > 1); `*_many` are grouped by shard, one call per shard, all in parallel. A `StaleRing`
-answer or a hint on the cluster's pub/sub channel makes it re-read the topology; a dead
-shard's handle is dropped and looked up again by name once the manager has replaced it.
-Writes carry an operation id, so a retry after `ActorUnavailableError` is applied once.
+answer or a hint on the cluster's pub/sub channel marks the topology stale, and the next
+routing attempt re-reads it; a dead shard's handle is dropped and looked up again by name
+once the manager has replaced it. Writes carry an operation id, so a retry after
+`ActorUnavailableError` is applied once.
+
+Every call to the manager actor goes through `ManagerLink`, which turns Ray's errors into
+ours: while Ray restarts the manager (`ActorUnavailableError`, `ActorDiedError`) the
+caller sees `SourceUnavailable`, and a call past its deadline `Timeout` — both transient,
+so the router's `Retry` waits for the new incarnation instead of leaking Ray's types.
+The topology is re-read inside a routing attempt (not in the retry hook), so that a
+failed re-read is one more retried attempt rather than the end of the operation.
 
 The async twins (`astore`, ...) go through a `Coalescer`: every request made in one
 event-loop tick becomes one router call per source (one Ray call per shard), identical
@@ -23,7 +31,6 @@ one actor the throughput ceiling of the whole cluster.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from typing import Any
@@ -35,10 +42,12 @@ from memcluster.cluster.ring import Ring
 from memcluster.cluster.router import DEFAULT_RETRY, Placement, Router
 from memcluster.cluster.shard import Done, ShardHandle
 from memcluster.errors import (
+    MemclusterError,
     NotFound,
     ShardUnavailable,
     SourceUnavailable,
     StaleRing,
+    Timeout,
     UnknownSource,
 )
 from memcluster.manager.surface import MemorySurface
@@ -68,10 +77,56 @@ def manager_handle(name: str) -> Any:
         raise NotFound(f"no memcluster cluster named {name!r} is running on this Ray") from None
 
 
+class ManagerLink:
+    """The one place the client calls the manager actor; Ray's errors come out as ours.
+
+    A manager that Ray is restarting (`max_restarts=-1`) is unreachable or reported dead
+    for a moment: `SourceUnavailable`; a call past `timeout`: `Timeout` (both transient).
+    A memcluster error the manager raised comes out as itself.
+    """
+
+    def __init__(self, actor: Any, cluster: str) -> None:
+        self.actor = actor
+        self.cluster = cluster
+
+    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+        """`ray.get(manager.<method>.remote(*args), timeout=timeout)`, errors translated."""
+        import ray
+
+        try:
+            return ray.get(getattr(self.actor, method).remote(*args), timeout=timeout)
+        except Exception as exc:
+            raise self._translate(exc, method, timeout) from exc
+
+    async def acall(self, method: str, *args: Any) -> Any:
+        """The async form of `call` (awaits the Ray reference)."""
+        try:
+            return await getattr(self.actor, method).remote(*args)
+        except Exception as exc:
+            raise self._translate(exc, method, None) from exc
+
+    def _translate(self, exc: Exception, method: str, timeout: float | None) -> Exception:
+        from ray import exceptions as rex
+
+        what = f"the manager of cluster {self.cluster!r}"
+        if isinstance(exc, rex.RayTaskError):
+            cause = getattr(exc, "cause", None)
+            return cause if isinstance(cause, MemclusterError) else exc
+        if isinstance(exc, rex.GetTimeoutError):
+            return Timeout(f"{what} did not answer {method} in {timeout}s")
+        if isinstance(exc, rex.ActorUnavailableError):
+            return SourceUnavailable(f"{what} is unreachable now (restarting?)")
+        if isinstance(exc, rex.RayActorError):
+            return SourceUnavailable(f"{what} died; Ray restarts it")
+        if isinstance(exc, rex.RayError):  # transport or system failure reaching it
+            return SourceUnavailable(f"{what} cannot be reached: {type(exc).__name__}")
+        return exc
+
+
 class _ClientTopology:
     """The client's cached topology: placements from the manager, shard handles by name."""
 
-    def __init__(self, cluster: str, manager: Any) -> None:
+    def __init__(self, cluster: str, manager: ManagerLink) -> None:
         self.cluster = cluster
         self.namespace = names.ray_namespace(cluster)
         self.manager = manager
@@ -81,12 +136,20 @@ class _ClientTopology:
         self.info: dict[str, Any] = {}
         self._placements: dict[str, Placement] = {}
         self._reloaded_at = 0.0
+        self._stale = False  # set by StaleRing or a ring hint: re-read before routing
         self.reload()
 
-    def reload(self, timeout: float | None = None) -> None:
-        import ray
+    def _timeout(self) -> float:
+        return float(self.info.get("call_timeout", 10.0))
 
-        info = ray.get(self.manager.topology.remote(), timeout=timeout)
+    def reload(self, timeout: float | None = None) -> None:
+        """Re-read placements from the manager (SourceUnavailable/Timeout if it is down)."""
+        self._stale = False
+        try:
+            info = self.manager.call("topology", timeout=timeout)
+        except BaseException:
+            self._stale = True
+            raise
         placements = {}
         for name, src in info["sources"].items():
             old = self._placements.get(name)
@@ -99,6 +162,8 @@ class _ClientTopology:
             self._placements = placements
 
     def placement(self, source: str) -> Placement:
+        if self._stale:  # inside the router's attempt: a failed re-read is retried
+            self.reload(timeout=self._timeout())
         try:
             placement = self._placements[source]
         except KeyError:
@@ -129,19 +194,23 @@ class _ClientTopology:
             current = getattr(error, "current", None)
             placement = self._placements.get(source)
             if placement is None or current is None or current > placement.ring.version:
-                self.reload()
+                self._stale = True
 
     def forget(self, sid: str) -> None:
         self._handles.pop(sid, None)
         now = time.monotonic()
         if now - self._reloaded_at >= 1.0:  # a dead shard may mean a failed source: re-read
             self._reloaded_at = now
-            with contextlib.suppress(Exception):  # the manager may be restarting: keep cache
-                self.reload(timeout=float(self.info.get("call_timeout", 10.0)))
+            stale = self._stale
+            try:
+                self.reload(timeout=self._timeout())
+            except MemclusterError:  # the manager may be restarting: keep routing on the
+                self._stale = stale  # cached ring (a StaleRing answer says if it is old)
 
     def on_hint(self, hint: dict[str, Any]) -> None:
+        """A ring changed (pub/sub): the next operation re-reads (no Ray call here)."""
         if hint.get("kind") in ("ring", "resubscribed"):
-            self.reload()
+            self._stale = True
 
 
 class _Missing:
@@ -163,8 +232,9 @@ class ClusterMemory(MemorySurface):
         self.name = names.check_cluster_name(name)
         _ensure_ray(ray_address, names.ray_namespace(name))
         self.manager = manager_handle(name)
+        self._manager = ManagerLink(self.manager, self.name)
         self.via_manager = via_manager
-        self.topology = _ClientTopology(name, self.manager)
+        self.topology = _ClientTopology(name, self._manager)
         self.router = Router(self.topology, retry=retry or DEFAULT_RETRY)
         self.coalescer = Coalescer(self._execute)
         self._hints: Any = None
@@ -183,20 +253,16 @@ class ClusterMemory(MemorySurface):
         return self.topology.info.get("default")
 
     def _describe(self) -> dict[str, dict[str, Any]]:
-        import ray
-
-        return ray.get(self.manager.status.remote())["sources"]
+        return self.status()["sources"]
 
     def _execute(self, source: str, ops: list[Op]) -> list[Any]:
         if self.via_manager:
-            import ray
-
-            return ray.get(self.manager.execute.remote(source, ops))
+            return self._manager.call("execute", source, ops)
         return self.router.execute(source, ops)
 
     async def _aexecute(self, source: str, ops: list[Op]) -> list[Any]:
         if self.via_manager:
-            return await self.manager.execute.remote(source, ops)
+            return await self._manager.acall("execute", source, ops)
         return await self.coalescer.submit(source, ops)
 
     @property
@@ -206,14 +272,10 @@ class ClusterMemory(MemorySurface):
 
     def _export(self, source: str, cursor: str | None, limit: int
                 ) -> tuple[list[Record], str | None]:
-        import ray
-
-        return ray.get(self.manager.export.remote(source, cursor, limit))
+        return self._manager.call("export", source, cursor, limit)
 
     def status(self) -> dict[str, Any]:
-        import ray
-
-        return ray.get(self.manager.status.remote())
+        return self._manager.call("status")
 
     def close(self) -> None:
         self.coalescer.close()

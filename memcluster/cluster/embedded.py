@@ -198,6 +198,57 @@ def _ray_head_alive(state: EmbeddedState) -> bool:
         return False
 
 
+def _head_processes(temp_dir: str) -> list[Any]:
+    """The processes of the Ray head started with `temp_dir` (never this one or its parents).
+
+    Found by the temp dir in the command line (gcs_server, raylet, dashboard, monitors) or
+    among the files a process holds open (the client server, whose command line names only
+    the GCS address), plus their descendants: Ray's agents and workers retitle themselves
+    (`ray::DashboardAgent`), so their command lines name nothing.
+    """
+    import psutil
+
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found: dict[int, Any] = {}
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        if proc.pid in me:
+            continue
+        if temp_dir in " ".join(proc.info.get("cmdline") or []):
+            found[proc.pid] = proc
+            continue
+        with contextlib.suppress(psutil.Error):
+            if any(f.path.startswith(temp_dir + os.sep) for f in proc.open_files()):
+                found[proc.pid] = proc
+    for proc in list(found.values()):
+        with contextlib.suppress(psutil.Error):
+            for child in proc.children(recursive=True):
+                if child.pid not in me:
+                    found.setdefault(child.pid, child)
+    return list(found.values())
+
+
+def _still_running(procs: list[Any], timeout: float) -> list[Any]:
+    """Wait up to `timeout` for `procs` to exit; -> those still running.
+
+    An exited daemon stays a zombie until init reaps it (late, in some containers), and
+    `psutil.wait_procs` counts a zombie that is not our child as alive: we do not.
+    """
+    import psutil
+
+    def running(proc: Any) -> bool:
+        try:
+            return proc.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    end = time.monotonic() + timeout
+    alive = [p for p in procs if running(p)]
+    while alive and time.monotonic() < end:
+        time.sleep(0.05)
+        alive = [p for p in alive if running(p)]
+    return alive
+
+
 def stop_embedded(state: EmbeddedState) -> list[int]:
     """Stop what the embedded mode started (by pid / private temp dir); -> pids signalled."""
     import psutil
@@ -207,19 +258,14 @@ def stop_embedded(state: EmbeddedState) -> list[int]:
         os.kill(state.redis_pid, signal.SIGTERM)  # type: ignore[arg-type]
         killed.append(state.redis_pid)  # type: ignore[arg-type]
     if state.ray_temp_dir:
-        mine = []
-        for proc in psutil.process_iter(["pid", "cmdline"]):
-            cmdline = " ".join(proc.info.get("cmdline") or [])
-            if state.ray_temp_dir in cmdline and proc.pid != os.getpid():
-                mine.append(proc)
+        mine = _head_processes(state.ray_temp_dir)
         for proc in mine:
             try:
                 proc.terminate()
                 killed.append(proc.pid)
             except psutil.Error:
                 pass
-        _, alive = psutil.wait_procs(mine, timeout=5)
-        for proc in alive:
+        for proc in _still_running(mine, timeout=2):  # a private head: no state to flush
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(state.ray_temp_dir, ignore_errors=True)

@@ -1,20 +1,30 @@
 """Prometheus metrics: cheap accumulators in each process, one collector that renders them.
 
 Core types: `OpStats` (counts by op and outcome plus a latency histogram, a few dict
-updates per batch, picklable snapshots) and `ClusterCollector` (turns a cluster report —
-what the manager gathers from every shard — into metric families at scrape time).
+updates per batch, picklable snapshots), `ClusterCollector` (turns a cluster report —
+what the manager gathers from every shard — into metric families at scrape time) and, on
+the client side, `ClientStats` (one memory surface's `OpStats` per source, fed once per
+surface call by `MemorySurface`) with the process's `ClientRegistry`, which
+`start_metrics_server(port)` serves as `memcluster_client_*`.
 
 Why a custom collector instead of prometheus-client's global Counters in every actor:
 shards live in other processes, so their numbers must travel to the manager anyway; a
 scrape-time collector renders exactly what the manager last gathered, keeps label values
 bounded (source, shard id, op, outcome, state: never keys or user data) and costs the
 data path nothing but `OpStats.observe`.
+
+The client registry holds each surface weakly (a `weakref.finalize`), so metrics never
+keep a `ClusterMemory` or `MemoryManager` alive; when one is collected, its counts move to
+the registry's retired totals, so the process's counters never go backwards (a per-surface
+label would instead grow without bound in a process that opens many clients).
 """
 
 from __future__ import annotations
 
 import bisect
+import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -26,9 +36,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from memcluster.errors import MemclusterError
+
 BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
                               0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 SHARD_STATES = ("serving", "recovering", "failed", "stopped")
+_bisect = bisect.bisect_left
 
 
 class OpStats:
@@ -43,11 +56,11 @@ class OpStats:
 
     def observe(self, op: str, outcome: str, seconds: float, n: int = 1) -> None:
         """Record `n` operations of kind `op` that took `seconds` in all (one batch)."""
-        per_op = seconds / n if n > 1 else seconds
-        slot = bisect.bisect_left(BUCKETS, per_op)
+        slot = _bisect(BUCKETS, seconds / n if n > 1 else seconds)
+        key = (op, outcome)
         with self._lock:
-            key = (op, outcome)
-            self._counts[key] = self._counts.get(key, 0) + n
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + n
             hist = self._hist.get(op)
             if hist is None:
                 hist = self._hist[op] = [0.0] * (len(BUCKETS) + 3)
@@ -151,6 +164,100 @@ class ClusterCollector(Collector):
         yield from (records, size, state, hydration, restarts, repl, ring, epoch)
 
 
+class ClientStats:
+    """One memory surface's client-side latency: an `OpStats` per source.
+
+    `record` is called once per surface call (one op, or one `*_many` batch), never per
+    op of a batch in the common case: a batch whose ops all succeeded is one `observe`.
+    """
+
+    __slots__ = ("__weakref__", "_by_source")
+
+    def __init__(self) -> None:
+        self._by_source: dict[str, OpStats] = {}
+
+    def record(self, source: str, kind: str, n: int, outcome: Any, seconds: float) -> None:
+        """Count `n` ops of `kind` on `source` that took `seconds` in all; `outcome` is the
+        exception the call raised, or its results (per-op errors are counted by class)."""
+        stats = self._by_source.get(source)
+        if stats is None:
+            stats = self._by_source.setdefault(source, OpStats())
+        if isinstance(outcome, BaseException):
+            stats.observe(kind, _outcome(outcome), seconds, n)
+            return
+        for result in outcome:
+            if isinstance(result, BaseException):
+                break
+        else:  # the common case: every op succeeded
+            stats.observe(kind, "ok", seconds, n)
+            return
+        failed = [r for r in outcome if isinstance(r, BaseException)]
+        groups: dict[str, int] = {}
+        for error in failed:
+            name = _outcome(error)
+            groups[name] = groups.get(name, 0) + 1
+        if len(failed) < n:
+            groups["ok"] = n - len(failed)
+        for name, count in groups.items():
+            stats.observe(kind, name, seconds * count / n, count)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """{source: OpStats snapshot}."""
+        return {src: stats.snapshot() for src, stats in list(self._by_source.items())}
+
+
+def _outcome(error: BaseException) -> str:
+    """A bounded label: our error's class name, else "error" (never a message)."""
+    return type(error).__name__ if isinstance(error, MemclusterError) else "error"
+
+
+class ClientRegistry:
+    """Every live surface's `ClientStats` (surfaces held weakly) plus the totals of those
+    already collected; `snapshot()` sums them per source for the scrape."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._live: set[ClientStats] = set()
+        self._retired: dict[str, dict[str, Any]] = {}
+        self._gone: queue.SimpleQueue[ClientStats] = queue.SimpleQueue()
+
+    def track(self, owner: object) -> ClientStats:
+        """A new `ClientStats` for `owner`, counted until `owner` is garbage collected."""
+        stats = ClientStats()
+        with self._lock:
+            self._live.add(stats)
+        # The callback may run inside any allocation (cyclic GC), even under our lock:
+        # it only enqueues (SimpleQueue.put is reentrant); the next snapshot folds it in.
+        weakref.finalize(owner, self._gone.put, stats).atexit = False
+        return stats
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """{source: OpStats snapshot} over every surface of this process, live or gone."""
+        with self._lock:
+            while True:
+                try:
+                    gone = self._gone.get_nowait()
+                except queue.Empty:
+                    break
+                self._live.discard(gone)
+                self._retired = _merge_sources([self._retired, gone.snapshot()])
+            live = list(self._live)
+            retired = self._retired
+        return _merge_sources([retired, *(stats.snapshot() for stats in live)])
+
+
+def _merge_sources(parts: Iterable[Mapping[str, Mapping[str, Any]]]) -> dict[str, Any]:
+    by_source: dict[str, list[Mapping[str, Any]]] = {}
+    for part in parts:
+        for source, snap in part.items():
+            by_source.setdefault(source, []).append(snap)
+    return {source: OpStats.merge(snaps) for source, snaps in by_source.items()}
+
+
+CLIENTS = ClientRegistry()
+"""The process's client-side stats: every MemoryManager and ClusterMemory registers here."""
+
+
 class _ClientCollector(Collector):
     def __init__(self, stats: Callable[[], Mapping[str, Mapping[str, Any]]]) -> None:
         self._stats = stats
@@ -167,7 +274,13 @@ def serve(collector: Collector, port: int, addr: str = "0.0.0.0") -> Any:
     return server
 
 
-def start_metrics_server(port: int, stats: Callable[[], Mapping[str, Mapping[str, Any]]],
-                         addr: str = "127.0.0.1") -> Any:
-    """Expose client-side latency (`{source: OpStats snapshot}`) as memcluster_client_*."""
-    return serve(_ClientCollector(stats), port, addr)
+def start_metrics_server(port: int, addr: str = "127.0.0.1", *,
+                         stats: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None
+                         ) -> Any:
+    """Serve this process's client-side latency as `memcluster_client_*` on `/metrics`.
+
+    By default, what every `MemoryManager` and `ClusterMemory` of the process measured
+    (`CLIENTS`); `stats` gives another `{source: OpStats snapshot}` source. Binds to
+    loopback unless `addr` says otherwise. Returns the server (call `shutdown()`).
+    """
+    return serve(_ClientCollector(stats or CLIENTS.snapshot), port, addr)

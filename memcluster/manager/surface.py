@@ -24,13 +24,15 @@ method's value. The `operation` decorator drives it synchronously (`store`) and 
 the async twin (`astore`) from the same body. So argument normalisation, validation and
 result shaping exist once for the local manager, the cluster client, sync and async.
 Rejected alternative: writing each method three times (sync, async, cluster), the pitfall
-that lets the three drift apart.
+that lets the three drift apart. The same driver times each `(source, ops)` request once
+into the process's client-side metrics (`memcluster.start_metrics_server`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
@@ -55,6 +57,7 @@ from memcluster.ops import (
     SearchOp,
     StoreOp,
     UpdateOp,
+    new_op_id,
 )
 
 Request = tuple[str, list[Op]]
@@ -71,7 +74,7 @@ def operation(body: Callable[..., Steps]) -> Callable[..., Any]:
         try:
             source, ops = next(steps)
             while True:
-                source, ops = steps.send(self._execute(source, ops))
+                source, ops = steps.send(self._timed_execute(source, ops))
         except StopIteration as done:
             return done.value
         finally:
@@ -88,7 +91,7 @@ def _async_twin(name: str, body: Callable[..., Steps]) -> Callable[..., Any]:
         try:
             source, ops = next(steps)
             while True:
-                source, ops = steps.send(await self._aexecute(source, ops))
+                source, ops = steps.send(await self._timed_aexecute(source, ops))
         except StopIteration as done:
             return done.value
         finally:
@@ -161,6 +164,43 @@ class MemorySurface(ABC):
     def close(self) -> None:
         """Release what the surface holds (backends, connections)."""
         return None
+
+    # ---- client-side metrics: one observation per call --------------------------------
+
+    _stats: Any = None  # this surface's ClientStats, registered on its first call
+
+    def _timed_execute(self, source: str, ops: list[Op]) -> list[Any]:
+        """`_execute`, timed into this surface's client-side metrics (see
+        `memcluster.start_metrics_server`): one observation per call, not per op."""
+        start = time.perf_counter()
+        try:
+            results = self._execute(source, ops)
+        except BaseException as exc:
+            self._observe(source, ops, exc, time.perf_counter() - start)
+            raise
+        self._observe(source, ops, results, time.perf_counter() - start)
+        return results
+
+    async def _timed_aexecute(self, source: str, ops: list[Op]) -> list[Any]:
+        """`_aexecute`, timed like `_timed_execute` (what the awaiting caller waited)."""
+        start = time.perf_counter()
+        try:
+            results = await self._aexecute(source, ops)
+        except BaseException as exc:
+            self._observe(source, ops, exc, time.perf_counter() - start)
+            raise
+        self._observe(source, ops, results, time.perf_counter() - start)
+        return results
+
+    def _observe(self, source: str, ops: list[Op], outcome: Any, seconds: float) -> None:
+        if not ops:
+            return
+        stats = self._stats
+        if stats is None:  # the registry holds this surface weakly (metrics never leak it)
+            from memcluster.cluster.metrics import CLIENTS
+
+            stats = self._stats = CLIENTS.track(self)
+        stats.record(source, ops[0].kind, len(ops), outcome, seconds)
 
     # ---- sources ----------------------------------------------------------------------
 
@@ -287,20 +327,26 @@ class MemorySurface(ABC):
         """
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             raise InvalidValue(f"store_many takes a list of items, got {type(items).__name__}")
+        ns = codec.check_namespace(namespace)
+        make, plain, max_bytes = StoreOp.make, StoreOp.make_plain, self.max_value_bytes
         ops = []
+        append = ops.append
         for i, item in enumerate(items):
-            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise InvalidValue(f"items[{i}]: must be (key, value) or (key, value, opts)")
-            opts = item[2] if len(item) == 3 else {}
-            if not isinstance(opts, Mapping):
-                raise InvalidValue(f"items[{i}]: opts must be a dict, got {type(opts).__name__}")
-            unknown = sorted(set(opts) - set(ITEM_OPTIONS))
-            if unknown:
-                raise InvalidValue(f"items[{i}]: unknown option(s) {', '.join(unknown)} "
-                                   f"(allowed: {', '.join(ITEM_OPTIONS)})")
-            try:
-                ops.append(StoreOp.make(item[0], item[1], namespace=namespace,
-                                        max_bytes=self.max_value_bytes, **opts))
+            try:  # the op id is given here, once: the router would rebuild the op to add it
+                if type(item) is tuple and len(item) == 2:  # the common (key, value) item
+                    append(plain(item[0], item[1], ns, max_bytes, new_op_id()))
+                    continue
+                if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                    raise InvalidValue("must be (key, value) or (key, value, opts)")
+                opts = item[2] if len(item) == 3 else {}
+                if not isinstance(opts, Mapping):
+                    raise InvalidValue(f"opts must be a dict, got {type(opts).__name__}")
+                unknown = sorted(set(opts) - set(ITEM_OPTIONS))
+                if unknown:
+                    raise InvalidValue(f"unknown option(s) {', '.join(unknown)} "
+                                       f"(allowed: {', '.join(ITEM_OPTIONS)})")
+                append(make(item[0], item[1], namespace=ns, max_bytes=max_bytes,
+                            op_id=new_op_id(), **opts))
             except (InvalidKey, InvalidValue) as exc:
                 raise type(exc)(f"items[{i}]: {exc}") from None
         if not ops:

@@ -447,6 +447,24 @@ class BackendConformance:
         assert self.keys(backend, "p", pattern, rng.randint(1, 7)) == sorted(
             k for k in keys if "a" in k or "0" in k)
 
+    def test_last_page_has_no_cursor_when_the_keys_run_out_at_its_end(
+            self, backend: MemoryBackend, clock: Any) -> None:
+        """A full page is the last one (cursor None) when no later key would match: not
+        a further key of another pattern, namespace or an expired one."""
+        backend.store_many([StoreOp.make(f"a{i}", i, namespace="pe") for i in range(6)])
+        self.put(backend, "b0", 0, "pe")      # after the a* keys, matches no a* pattern
+        self.put(backend, "z0", 0, "pe-z")    # another namespace
+        if self.fake_clock:                   # expired: invisible, so no next page either
+            self.put(backend, "a9", 9, "pe", ttl=self.ttl)
+            clock.advance(self.ttl)
+        first = backend.apply(ListKeysOp.make(namespace="pe", pattern="a*", limit=3))
+        assert first.keys == ["a0", "a1", "a2"] and first.cursor is not None
+        last = backend.apply(ListKeysOp.make(namespace="pe", pattern="a*", limit=3,
+                                             cursor=first.cursor))
+        assert last.keys == ["a3", "a4", "a5"] and last.cursor is None
+        page = backend.apply(ListKeysOp.make(namespace="pe", limit=7))
+        assert page.keys == [*(f"a{i}" for i in range(6)), "b0"] and page.cursor is None
+
     def test_paging_while_keys_are_added_and_removed(self, backend: MemoryBackend) -> None:
         rng = random.Random(random_seed())
         start = {f"k{rng.randrange(10_000):04d}" for _ in range(60)}

@@ -64,8 +64,8 @@ class Writer:
         self.acked: dict[str, int] = {}
         self.attempted: set[str] = set()
         self.errors = 0
-        # Errors that are not ours: the client lets Ray's ActorUnavailableError out of its
-        # topology reload while the manager restarts (client.py; reported, not ours to fix).
+        # Errors that are not ours (e.g. Ray's ActorUnavailableError from a topology reload
+        # while the manager restarts): the client must translate every one of them.
         self.foreign: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -156,6 +156,7 @@ def test_manager_crash_during_scale_converges(ray_session, redis_server, point, 
         writer.stop()
         print(f"writer: {len(writer.acked)} acked, {writer.errors} failed, "
               f"foreign errors {writer.foreign}")
+        assert writer.foreign == []                # only memcluster errors reach the caller
 
         fresh = mc.connect(name)
         found = fresh.retrieve_many(base, namespace="base")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,17 +56,52 @@ def test_langgraph_graph_remembers_across_sessions(tmp_path):
     assert db.exists()
 
 
+def _left_behind(name: str) -> list[str]:
+    """Processes of the embedded cluster `name` still running: found by its private dirs in
+    their command line or in what they hold open (Ray's agents retitle themselves, and
+    keep their log files open after the temp dir is removed)."""
+    import psutil
+
+    marks = (f"/mc-{name[:12]}-", f"memcluster-{name}-redis-")
+    found = []
+    for proc in psutil.process_iter(["pid", "name", "cmdline", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or proc.pid == os.getpid():
+            continue
+        seen = " ".join(proc.info["cmdline"] or [])
+        fds = Path(f"/proc/{proc.pid}/fd")
+        with contextlib.suppress(OSError):
+            seen += " ".join(os.readlink(fd) for fd in fds.iterdir())
+        if any(mark in seen for mark in marks):
+            found.append(f"{proc.pid} {proc.info['name']}")
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.cluster
-@pytest.mark.skip(reason="the embedded cluster cannot be joined yet: ray.init(address=...) to "
-                         "the head that start_cluster starts fails with InvalidAuthToken "
-                         "(cluster helper's work in memcluster/cluster/embedded.py); remove "
-                         "this skip once `python examples/ray_fleet.py` passes")
-def test_ray_fleet_shares_memory_across_two_jobs(tmp_path, redis_url):
-    env = {**os.environ, "MEMCLUSTER_STATE_DIR": str(tmp_path / "state")}
-    done = run_example("ray_fleet.py", "--name", f"fleet{os.getpid()}", "--agents", "3",
-                       "--redis-url", redis_url, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:] + done.stdout
-    assert "OK: 2 jobs, 3 shared findings" in done.stdout
-    assert done.stdout.count("sees 3 findings") == 3
-    assert "stopped" in done.stdout
+def test_ray_fleet_shares_memory_across_two_jobs(tmp_path, monkeypatch):
+    """Fully embedded (its own Ray head and redis-server), two jobs, then nothing left."""
+    from tests.support import wait_until
+
+    name = f"fleet{os.getpid()}"
+    state = tmp_path / "state"
+    monkeypatch.setenv("MEMCLUSTER_STATE_DIR", str(state))  # also for the cleanup below
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    env = dict(os.environ)
+    try:
+        done = run_example("ray_fleet.py", "--name", name, "--agents", "3", timeout=150,
+                           env=env)
+        assert done.returncode == 0, done.stderr[-3000:] + done.stdout
+        assert "OK: 2 jobs, 3 shared findings" in done.stdout
+        assert done.stdout.count("sees 3 findings") == 3
+        assert "driver counts 3 findings" in done.stdout
+        assert f"cluster {name!r} stopped" in done.stdout
+        wait_until(lambda: not _left_behind(name), timeout=15,
+                   message="every process the example started to exit")
+        assert list(state.iterdir()) == []          # its state file and Ray token are gone
+    finally:
+        if _left_behind(name):                      # never leave a daemon running
+            from memcluster.cluster.embedded import EmbeddedState, stop_embedded
+
+            leftover = EmbeddedState.load(name)
+            if leftover is not None:
+                stop_embedded(leftover)

@@ -54,7 +54,7 @@ def test_labels_never_carry_keys_or_values() -> None:
     stats = OpStats()
     stats.observe("store", "ok", 0.001)
     port = free_port()
-    server = start_metrics_server(port, lambda: {"cache": stats.snapshot()})
+    server = start_metrics_server(port, stats=lambda: {"cache": stats.snapshot()})
     try:
         fams = _scrape(port)
     finally:
@@ -68,7 +68,7 @@ def test_histogram_buckets_are_cumulative() -> None:
     for seconds in (0.00005, 0.003, 0.003, 20.0):
         stats.observe("search", "ok", seconds)
     port = free_port()
-    server = start_metrics_server(port, lambda: {"v": stats.snapshot()})
+    server = start_metrics_server(port, stats=lambda: {"v": stats.snapshot()})
     try:
         fams = _scrape(port)
     finally:
