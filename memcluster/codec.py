@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,11 +26,17 @@ MAX_DEPTH = 64
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _SCALARS = (str, bytes, float, bool, type(None))
+_FLAT = frozenset(_SCALARS)
+_local = threading.local()  # one Packer per thread: `packb` builds (and frees) one per call
 
 
 def encode(value: Any) -> bytes:
     """Encode an already validated value (use `encode_value` for untrusted input)."""
-    return msgpack.packb(value, use_bin_type=True)
+    try:
+        packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer.pack(value)  # resets its buffer on success and on error
 
 
 def decode(blob: bytes) -> Any:
@@ -39,6 +46,15 @@ def decode(blob: bytes) -> Any:
 
 def check_native(value: Any, *, what: str = "value", depth: int = MAX_DEPTH) -> None:
     """Raise `InvalidValue` unless `value` is msgpack-native and nested at most `depth` deep."""
+    kind = type(value)
+    if kind in _FLAT:
+        return
+    if kind is dict and depth > 0:  # the common case, a flat dict of scalars: one pass
+        for k, v in value.items():
+            if type(k) is not str or type(v) not in _FLAT:
+                break
+        else:
+            return
     stack: list[tuple[Any, int, str]] = [(value, 0, what)]
     while stack:
         item, level, path = stack.pop()
@@ -95,7 +111,7 @@ def check_namespace(namespace: Any) -> str:
         ns = "/".join(namespace)
     else:
         raise InvalidKey(f"namespace must be str or a tuple of str, got {type(namespace).__name__}")
-    if len(ns.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    if len(ns) > MAX_KEY_BYTES // 4 and len(ns.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise InvalidKey(f"namespace is longer than {MAX_KEY_BYTES} UTF-8 bytes")
     return ns
 

@@ -9,12 +9,37 @@ boundaries unchanged. Query validates itself at construction: a bad limit or an 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from memcluster.errors import InvalidValue
 
 ORDER_FIELDS = ("key", "created_at", "updated_at", "score", "version")
+T = TypeVar("T")
+
+
+def fast_constructor(cls: type[T]) -> Callable[..., T]:
+    """A constructor of the frozen, slotted dataclass `cls` taking every field positionally.
+
+    For hot paths that build thousands of Records or ops per batch: a frozen dataclass's
+    `__init__` sets each field through `object.__setattr__` (~1.1 us for a Record); this
+    sets the slots through their descriptors (~0.4 us). The result is the same object of
+    the same class, but nothing is checked, no default applies and no `__post_init__` runs,
+    so use it only where the fields are already validated and all given, in order.
+    """
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    scope: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    body = []
+    for i, name in enumerate(names):
+        scope[f"_set{i}"] = getattr(cls, name).__set__
+        body.append(f"    _set{i}(obj, {name})\n")
+    source = (f"def build({', '.join(names)}):\n    obj = _new(_cls)\n"
+              f"{''.join(body)}    return obj\n")
+    exec(source, scope)  # generated from the class's own field names, nothing else
+    build = scope["build"]
+    build.__qualname__ = build.__name__ = f"fast_{cls.__name__}"
+    return build  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +81,11 @@ class Record:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Record:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+new_record = fast_constructor(Record)
+"""`Record(key, value, namespace, metadata, version, created_at, updated_at, expires_at,
+score)` with every field given, for hot paths (see `fast_constructor`)."""
 
 
 def _check_int(name: str, value: Any, minimum: int) -> None:

@@ -9,17 +9,32 @@ and `value` decodes on demand for backends that want the Python object.
 
 `key` is the routing key: ops that touch one key have it; scatter ops (search, count,
 list_keys, clear) have `key = None` and go to every shard.
+
+Batches build thousands of ops per call, so the hot paths skip the frozen dataclass's
+`__init__` (`new_store_op`, see `model.fast_constructor`) once every field is checked, and
+`StoreOp.make_plain` is `make` for the common unconditional item. A write's `op_id` (from
+`new_op_id`) is best given when the op is made: the router would otherwise rebuild it.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from memcluster import codec
 from memcluster.errors import VersionConflict
-from memcluster.model import Query, Record
+from memcluster.model import Query, Record, fast_constructor
+
+_counter = itertools.count()
+_PROCESS = os.urandom(6).hex()
+
+
+def new_op_id() -> str:
+    """A cheap process-unique id, so a retried write is applied once by its primary."""
+    return f"{_PROCESS}:{next(_counter)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +55,18 @@ class StoreOp:
     def make(cls, key: Any, value: Any, *, namespace: Any = "", metadata: Any = None,
              ttl: Any = None, if_version: Any = None, overwrite: bool = True,
              max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, op_id: str | None = None) -> StoreOp:
-        return cls(codec.check_key(key), codec.encode_value(value, max_bytes=max_bytes),
+        new = new_store_op if cls is StoreOp else cls  # every field is checked right here
+        return new(codec.check_key(key), codec.encode_value(value, max_bytes=max_bytes),
                    codec.check_namespace(namespace), codec.check_metadata(metadata),
                    codec.check_ttl(ttl), codec.check_version(if_version), bool(overwrite), op_id)
+
+    @classmethod
+    def make_plain(cls, key: Any, value: Any, namespace: str, max_bytes: int,
+                   op_id: str | None = None) -> StoreOp:
+        """`make` for an unconditional write without metadata or TTL, into a namespace
+        already checked by `codec.check_namespace`: the per-item fast path of batches."""
+        return new_store_op(codec.check_key(key), codec.encode_value(value, max_bytes=max_bytes),
+                            namespace, {}, None, None, True, op_id)
 
     @property
     def value(self) -> Any:
@@ -69,6 +93,10 @@ class StoreOp:
         return Record(self.key, self.value, self.namespace, dict(self.metadata), actual + 1,
                       now if current is None else current.created_at, now,
                       None if self.ttl is None else now + self.ttl)
+
+
+new_store_op = fast_constructor(StoreOp)
+"""`StoreOp(...)` with all eight fields given and already valid (wire decoding, `make`)."""
 
 
 @dataclass(frozen=True, slots=True)

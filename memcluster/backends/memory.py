@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 from memcluster import codec
 from memcluster.backends.base import Capabilities, MemoryBackend
 from memcluster.errors import CapacityExceeded, ConfigError, InvalidValue, VersionConflict
-from memcluster.model import Page, Query, Record
+from memcluster.model import Page, Query, Record, new_record
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -266,7 +266,7 @@ class MemoryStoreBackend(MemoryBackend):
             out: list[Record] = []
             append = out.append
             heap = self._heap
-            encode, decode = codec.encode, codec.decode
+            encode, decode, record = codec.encode, codec.decode, new_record
             namespace, table = None, None
             for op in ops:
                 key = op.key
@@ -291,8 +291,8 @@ class MemoryStoreBackend(MemoryBackend):
                                     now, expires)
                 if expires is not None:
                     heapq.heappush(heap, (expires, namespace, key))
-                append(Record(key, decode(op.blob), namespace, dict(meta), version, created,
-                              now, expires))
+                append(record(key, decode(op.blob), namespace, dict(meta), version, created,
+                              now, expires, None))
             if len(heap) > 2 * self._size + 1024:
                 self._compact_heap()
             return out
@@ -333,11 +333,11 @@ class MemoryStoreBackend(MemoryBackend):
             for op in ops:
                 table = data.get(op.namespace)
                 entries.append(table.get(op.key) if table else None)
-        decode = codec.decode
+        decode, record = codec.decode, new_record
         return [None if e is None or (e.expires is not None and e.expires <= now) else
-                Record(op.key, decode(e.blob), op.namespace,
+                record(op.key, decode(e.blob), op.namespace,
                        {} if e.meta is None else decode(e.meta), e.version, e.created,
-                       e.updated, e.expires)
+                       e.updated, e.expires, None)
                 for op, e in zip(ops, entries, strict=True)]
 
     def exists(self, op: ExistsOp) -> bool:
@@ -396,13 +396,16 @@ class MemoryStoreBackend(MemoryBackend):
             table = self._data.get(op.namespace, {})
             i = 0 if op.cursor is None else bisect.bisect_right(keys, op.cursor)
             out: list[str] = []
-            while i < len(keys) and len(out) < op.limit:
+            more = False  # a cursor only if another live key matches after the page
+            while i < len(keys):
                 key = keys[i]
                 i += 1
                 entry = table.get(key)
                 if entry is not None and entry.live(now) and match_pattern(key, op.pattern):
+                    if len(out) == op.limit:
+                        more = True
+                        break
                     out.append(key)
-            more = len(out) == op.limit and i < len(keys)
         return Page(out, out[-1] if more else None)
 
     def _candidates(self, namespace: str, query: Query) -> tuple[list[Record], dict[str, _Entry]]:

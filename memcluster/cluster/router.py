@@ -39,8 +39,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import itertools
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -64,7 +62,7 @@ from memcluster.errors import (
     UnknownOutcome,
 )
 from memcluster.model import Page, Query, Record
-from memcluster.ops import ClearOp, DeleteOp, Op, ReplicateOp, SearchOp, StoreOp
+from memcluster.ops import ClearOp, DeleteOp, Op, ReplicateOp, SearchOp, new_op_id, new_store_op
 from memcluster.query import sort_records
 
 # Errors after which the next shard of the preference list is tried.
@@ -144,13 +142,6 @@ class _Unset:
 
 
 UNSET: Any = _Unset()
-_counter = itertools.count()
-_CLIENT = os.urandom(6).hex()
-
-
-def new_op_id() -> str:
-    """A cheap process-unique id so a retried write is applied once by its primary."""
-    return f"{_CLIENT}:{next(_counter)}"
 
 
 class Router:
@@ -463,8 +454,8 @@ def _with_op_id(op: Op) -> Op:
     costs twice as much, and this runs once per op of every batch)."""
     kind = op.kind
     if kind == "store" and op.op_id is None:  # type: ignore[union-attr]
-        return StoreOp(op.key, op.blob, op.namespace, op.metadata, op.ttl,  # type: ignore
-                       op.if_version, op.overwrite, new_op_id())  # type: ignore[union-attr]
+        return new_store_op(op.key, op.blob, op.namespace, op.metadata, op.ttl,  # type: ignore
+                            op.if_version, op.overwrite, new_op_id())  # type: ignore[union-attr]
     if kind == "delete" and op.op_id is None:  # type: ignore[union-attr]
         return DeleteOp(op.key, op.namespace, new_op_id())  # type: ignore[union-attr]
     return op

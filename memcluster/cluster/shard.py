@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from memcluster.backends.base import MemoryBackend
@@ -54,6 +56,7 @@ RECENT_OP_IDS = 10_000
 _PAGE = 1000
 _HYDRATING_OK = frozenset({"replicate", "delete"})
 _WRITES = frozenset({"store", "update", "delete", "clear"})
+_kind = attrgetter("kind")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +107,7 @@ class ShardCore:
         self.frozen = False
         self.incarnation = incarnation or f"{time.time():.6f}"
         self.backend: MemoryBackend | None = None
-        self._recent: OrderedDict[str, Any] = OrderedDict()
+        self._recent: dict[str, Any] = {}  # op id -> result, oldest first
         self._deleted_while_hydrating: set[tuple[str, str]] = set()
         self.op_stats = OpStats()
         # {redis_url, cluster, interval, ttl_ms}: beat into Redis membership (advisory).
@@ -170,7 +173,8 @@ class ShardCore:
         if first in ("match_keys", "list_after") or any(
                 op.kind in ("match_keys", "list_after") for op in ops):
             return [self._apply_one(op) for op in ops]
-        if self._recent and any(getattr(op, "op_id", None) in self._recent for op in ops):
+        if self._recent and not self._recent.keys().isdisjoint(
+                [getattr(op, "op_id", None) for op in ops]):
             return [self._apply_one(op) for op in ops]
         start = time.perf_counter()
         results = backend.apply_batch(ops)
@@ -186,18 +190,25 @@ class ShardCore:
     def _observe(self, ops: Sequence[Any], results: Sequence[Any], seconds: float) -> None:
         """Count a batch by (op kind, outcome) for the metrics; outcome is "ok" or the
         error's class name (a small fixed set), never anything from the key or value."""
+        total = len(ops) or 1
+        if not any(isinstance(r, MemclusterError) for r in results):  # the usual batch
+            for kind, n in Counter(map(_kind, ops)).items():
+                self.op_stats.observe(kind, "ok", seconds * n / total, n)
+            return
         groups: dict[tuple[str, str], int] = {}
         for op, result in zip(ops, results, strict=False):
             outcome = type(result).__name__ if isinstance(result, MemclusterError) else "ok"
             groups[(op.kind, outcome)] = groups.get((op.kind, outcome), 0) + 1
-        total = len(ops) or 1
         for (kind, outcome), n in groups.items():
             self.op_stats.observe(kind, outcome, seconds * n / total, n)
 
     def _apply_one(self, op: Any) -> Any:
         op_id = getattr(op, "op_id", None)
         if op_id is not None and op_id in self._recent:
-            return self._recent[op_id]
+            done = self._recent[op_id]
+            if type(done) is tuple:  # a store's record, kept compact (see `_remember`)
+                return Record(op.key, op.value, op.namespace, dict(op.metadata), *done)
+            return done
         try:
             if op.kind == "match_keys":
                 return self._match_keys(op)
@@ -210,15 +221,28 @@ class ShardCore:
         return result
 
     def _remember(self, ops: Iterable[Any], results: Iterable[Any]) -> None:
+        """Keep the results of ops with an id (at least the last `RECENT_OP_IDS`), so a
+        retried op is answered, not applied twice; trimmed in bulk, not per op.
+
+        A store's Record is kept as its (version, created, updated, expires): the rest is
+        the retried op's own, and a tuple of numbers is one object the garbage collector
+        ignores, where thousands of kept Records (and their dicts) made every full
+        collection of the shard slower."""
         hydrating = self.hydrating
+        recent = self._recent
         for op, result in zip(ops, results, strict=True):
             if hydrating and op.kind == "delete":
                 self._deleted_while_hydrating.add((op.namespace, op.key))
             op_id = getattr(op, "op_id", None)
-            if op_id is not None and not isinstance(result, MemclusterError):
-                self._recent[op_id] = result
-                if len(self._recent) > RECENT_OP_IDS:
-                    self._recent.popitem(last=False)
+            if op_id is None or isinstance(result, MemclusterError):
+                continue
+            if type(result) is Record and op.kind == "store":
+                result = (result.version, result.created_at, result.updated_at,
+                          result.expires_at)
+            recent[op_id] = result
+        if len(recent) > 2 * RECENT_OP_IDS:
+            self._recent = dict(itertools.islice(recent.items(), len(recent) - RECENT_OP_IDS,
+                                                 None))
 
     def _match_keys(self, op: MatchKeysOp) -> list[tuple[str, str]]:
         backend = self.backend
