@@ -286,9 +286,24 @@ def sort_records(records: Iterable[Record], order_by: str | None) -> list[Record
     return out
 
 
-def run(records: Iterable[Record], query: Query) -> list[Record]:
-    """The whole query: validate the filter, keep `matches`, sort, then offset and limit."""
+def run(records: Iterable[Record], query: Query, *, key_ordered: bool = False) -> list[Record]:
+    """The whole query: validate the filter, keep `matches`, sort, then offset and limit.
+
+    `key_ordered=True` promises that `records` arrive in ascending key order within one
+    namespace (a backend streaming its key index): a query in key order then stops reading
+    after offset + limit matches instead of consuming, and fetching, the whole stream.
+    """
     check_filter(query.filter)
+    if key_ordered and query.order_by in (None, "key"):
+        wanted = query.offset + query.limit
+        kept: list[Record] = []
+        if wanted:
+            for record in records:
+                if matches(record, query):
+                    kept.append(record)
+                    if len(kept) >= wanted:
+                        break
+        return kept[query.offset:]
     kept = [r for r in records if matches(r, query)]
     ordered = sort_records(kept, query.order_by)
     return ordered[query.offset:query.offset + query.limit]

@@ -424,7 +424,7 @@ class RedisBackend(MemoryBackend):
 
     @_unavailable
     def search(self, op: SearchOp) -> list[Record]:
-        return engine.run(self._scan(op.namespace, op.query), op.query)
+        return engine.run(self._scan(op.namespace, op.query), op.query, key_ordered=True)
 
     @_unavailable
     def count(self, op: CountOp) -> int:

@@ -155,3 +155,23 @@ def test_run_filters_sorts_then_applies_offset_and_limit():
     assert [r.value for r in run(recs, Query(pattern="[ab]", text="2"))] == [2]
     assert [r.value for r in run(recs, Query(min_score=0.5))] == [1, 3]
     assert run(iter(recs), Query(limit=100)) == sort_records(recs, None)
+
+
+def test_run_on_a_key_ordered_stream_stops_after_offset_plus_limit() -> None:
+    from memcluster.model import Query, Record
+    from memcluster.query import run
+
+    consumed: list[str] = []
+
+    def stream():
+        for i in range(100):
+            consumed.append(f"k{i:03d}")
+            yield Record(key=f"k{i:03d}", value=i, metadata={"even": i % 2 == 0})
+
+    query = Query(filter={"even": True}, limit=3, offset=2)
+    got = run(stream(), query, key_ordered=True)
+    assert [r.key for r in got] == ["k004", "k006", "k008"]
+    assert len(consumed) == 9  # stopped at the fifth match
+    assert [r.key for r in run(stream(), query)] == [r.key for r in got]
+    ordered = Query(filter={"even": True}, limit=3, order_by="-key")
+    assert [r.key for r in run(stream(), ordered, key_ordered=True)] == ["k098", "k096", "k094"]
