@@ -115,7 +115,9 @@ def test_two_processes_racing_cas_never_both_win(shared_store):
         with ctx.Manager() as manager:
             barrier = manager.Barrier(2)
             with ctx.Pool(2) as pool:
-                results = pool.starmap(_race, [(name, opts, prefix, rounds, barrier)] * 2)
+                # A deadline, not a hang, if a worker dies (Pool would wait forever).
+                results = pool.starmap_async(
+                    _race, [(name, opts, prefix, rounds, barrier)] * 2).get(timeout=180)
         won = [v for versions, _ in results for v in versions]
         final = backend.apply(RetrieveOp.make("cas"))
         # Each win made exactly one new version: no version was won twice, none was lost.
