@@ -48,6 +48,7 @@ from memcluster.errors import (
     SourceUnavailable,
     StaleRing,
     Timeout,
+    UnknownOutcome,
     UnknownSource,
 )
 from memcluster.manager.surface import MemorySurface
@@ -82,21 +83,32 @@ class ManagerLink:
 
     A manager that Ray is restarting (`max_restarts=-1`) is unreachable or reported dead
     for a moment: `SourceUnavailable`; a call past `timeout`: `Timeout` (both transient).
-    A memcluster error the manager raised comes out as itself.
+    A memcluster error the manager raised comes out as itself. For a call that is not
+    idempotent (`idempotent=False`, e.g. scale) a manager lost mid-call is `UnknownOutcome`:
+    the restarted manager may have finished or rolled back the change, and only its
+    status can tell.
     """
 
     def __init__(self, actor: Any, cluster: str) -> None:
         self.actor = actor
         self.cluster = cluster
 
-    def call(self, method: str, *args: Any, timeout: float | None = None) -> Any:
+    def call(self, method: str, *args: Any, timeout: float | None = None,
+             idempotent: bool = True) -> Any:
         """`ray.get(manager.<method>.remote(*args), timeout=timeout)`, errors translated."""
         import ray
 
         try:
             return ray.get(getattr(self.actor, method).remote(*args), timeout=timeout)
         except Exception as exc:
-            raise self._translate(exc, method, timeout) from exc
+            error = self._translate(exc, method, timeout)
+            raised_by_manager = error is getattr(exc, "cause", None)
+            if not idempotent and not raised_by_manager \
+                    and isinstance(error, (SourceUnavailable, Timeout)):
+                error = UnknownOutcome(
+                    f"the manager of cluster {self.cluster!r} was lost during {method}: a "
+                    "restarted manager finishes or rolls back the change; check status()")
+            raise error from exc
 
     async def acall(self, method: str, *args: Any) -> Any:
         """The async form of `call` (awaits the Ray reference)."""

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from memcluster.cluster import names
-from memcluster.cluster.client import ClusterMemory, manager_handle
+from memcluster.cluster.client import ClusterMemory, ManagerLink, manager_handle
 from memcluster.errors import ConfigError, MemclusterError, NotFound, SourceUnavailable, Timeout
 
 EMBEDDED_CPUS = 2
@@ -298,14 +298,13 @@ class ClusterHandle:
         return f"ClusterHandle({self.name!r})"
 
     def status(self) -> dict[str, Any]:
-        import ray
-
-        return ray.get(self.manager.status.remote())
+        """The manager's view: sources, shards and their states, epoch, Redis health."""
+        return ManagerLink(self.manager, self.name).call("status")
 
     def scale(self, source: str, shards: int) -> dict[str, Any]:
-        import ray
-
-        return ray.get(self.manager.scale.remote(source, shards))
+        """Move `source` to `shards` shards; UnknownOutcome if the manager dies meanwhile."""
+        return ManagerLink(self.manager, self.name).call("scale", source, shards,
+                                                          idempotent=False)
 
     def connect(self, **kwargs: Any) -> ClusterMemory:
         return ClusterMemory(self.name, **kwargs)

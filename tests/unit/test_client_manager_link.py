@@ -160,3 +160,28 @@ def test_a_dead_shard_while_the_manager_is_down_keeps_the_cached_ring(monkeypatc
     topology = _ClientTopology("agents", ManagerLink(_Actor(), "agents"))
     topology.forget("c/0")             # re-reading fails: Ray's error neither leaks nor
     assert topology.placement("c").ring.version == 3   # stops routing on the cache
+
+
+def test_a_manager_lost_during_a_non_idempotent_call_is_an_unknown_outcome() -> None:
+    """scale() whose manager dies mid-call cannot say whether the change happened."""
+    import ray.exceptions as rex
+
+    from memcluster.cluster.client import ManagerLink
+    from memcluster.errors import SourceUnavailable, UnknownOutcome
+
+    class _Method:
+        def __init__(self, exc: Exception) -> None:
+            self.exc = exc
+
+        def remote(self, *args: object) -> object:
+            raise self.exc
+
+    class _Actor:
+        def __init__(self, exc: Exception) -> None:
+            self.scale = self.status = _Method(exc)
+
+    lost = rex.ActorUnavailableError("gone", b"\x00" * 16)
+    with pytest.raises(UnknownOutcome):
+        ManagerLink(_Actor(lost), "c").call("scale", "cache", 4, idempotent=False)
+    with pytest.raises(SourceUnavailable):
+        ManagerLink(_Actor(lost), "c").call("status")
