@@ -12,7 +12,10 @@ Keyed ops:
 - writes (store, update) go to the primary (the first shard that accepts), which
   assigns the version; the resulting record then goes to the other N-1 shards as a
   `ReplicateOp` in parallel (idempotent: a replica keeps the higher version). A write is
-  acknowledged once W shards hold it; otherwise its result is `QuorumNotReached`;
+  acknowledged once W shards hold it; otherwise its result is `QuorumNotReached`.
+  Replica answers are awaited in preference order, and no longer once every record has
+  W copies: with W < N the remaining copies complete in the background (a replica that
+  misses one is caught up by read repair or hydration);
 - deletes (and caller-supplied ReplicateOps) go to all N shards in parallel.
 Every op is grouped by shard: one call per shard per phase, all shards in parallel.
 
@@ -312,6 +315,8 @@ class Router:
             pendings = [(sid, idxs, self.topology.link(sid).submit(
                 version, [ops[i] for i in idxs])) for sid, idxs in groups.items()]
             for sid, idxs, pending in pendings:
+                if min(acks.values()) >= placement.write_quorum:
+                    break  # W copies of every record: the rest replicate in the background
                 try:
                     pending.result()
                 except MemclusterError as exc:

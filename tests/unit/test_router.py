@@ -40,6 +40,7 @@ class FakeTopology:
         self.place = Placement("c", Ring(1, ids), replicas, quorum)
         self.dead: set[str] = set()
         self.blocked: set[str] = set()
+        self.frozen: set[str] = set()  # the call is sent, its answer never comes
         self.calls: list[tuple[str, int]] = []
         self.forgotten: list[str] = []
         self.refreshes = 0
@@ -59,6 +60,8 @@ class FakeTopology:
                     return Done(error=ShardDied(sid))
                 if sid in topo.blocked:
                     return Done(error=ShardUnavailable(sid))
+                if sid in topo.frozen:
+                    return _Frozen(sid)
                 return LocalLink(topo.cores[sid]).submit(version, ops)
 
         return _Link()
@@ -72,6 +75,16 @@ class FakeTopology:
     def holders(self, key: str) -> list[str]:
         return [sid for sid, core in self.cores.items()
                 if core.backend.retrieve(RetrieveOp(key)) is not None]
+
+
+class _Frozen:
+    """A call to a frozen shard: waiting for its answer would block forever."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+
+    def result(self):  # type: ignore[no-untyped-def]
+        raise AssertionError(f"waited for frozen shard {self.sid}")
 
 
 FAST = Retry(deadline=0.2, delay=0.001, max_delay=0.01, retry_on=(TransientError, ShardDied))
@@ -133,6 +146,24 @@ def test_a_write_below_quorum_is_reported_not_acknowledged():
     topo2.dead.add("c/1")
     [rec] = Router(topo2, retry=FAST).execute("c", [store("k", 1)])
     assert rec.version == 1
+
+
+def test_a_write_returns_after_w_copies_without_waiting_for_the_rest():
+    topo = FakeTopology(2, 2, 1)  # N=2, W=1: the primary's copy is enough
+    router = Router(topo, retry=FAST)
+    key = "k"
+    replica = Placement("c", topo.place.ring, 2, 1).preference(key, "")[1]
+    topo.frozen.add(replica)
+    [rec] = router.execute("c", [store(key, 1)])
+    assert rec.version == 1
+    assert (replica, 1) in topo.calls  # the replica was still sent its copy
+    topo.frozen.clear()
+    topo3 = FakeTopology(3, 3, 2)  # N=3, W=2: one replica's answer is awaited
+    placement = topo3.place
+    first, second = placement.preference(key, "")[1:]
+    topo3.frozen.add(second)
+    [rec] = Router(topo3, retry=FAST).execute("c", [store(key, 1)])
+    assert rec.version == 1 and first in topo3.holders(key)
 
 
 def test_retried_write_is_applied_once_by_its_primary():
