@@ -56,6 +56,15 @@ def redis_server(tmp_path):
     server.close()
 
 
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory):
+    """A private redis-server shared by one test module (which may freeze or restart it)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole session (num_cpus=2); shut down at the end."""

@@ -7,8 +7,6 @@ import random
 
 import pytest
 
-from tests.support import RedisServer, free_port
-
 CHAOS_HEALTH = {"interval": 0.3, "ping_timeout": 0.5, "misses": 3, "call_timeout": 2.0,
                 "lease_ttl": 3.0}
 
@@ -20,11 +18,9 @@ def chaos_config() -> dict:
 
 
 @pytest.fixture(scope="module")
-def chaos_redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("chaos-redis"), port=free_port())
-    server.start()
-    yield server
-    server.close()
+def chaos_redis(module_redis):
+    """The coordination redis-server that the chaos tests freeze and restart."""
+    return module_redis
 
 
 @pytest.fixture(scope="module")

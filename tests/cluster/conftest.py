@@ -7,8 +7,6 @@ import os
 
 import pytest
 
-from tests.support import RedisServer, free_port
-
 _names = itertools.count()
 
 
@@ -18,14 +16,6 @@ def cluster_config(**source_overrides):  # type: ignore[no-untyped-def]
     cache.update(source_overrides)
     single = {"name": "single", "backend": "memory", "shards": 2, "replicas": 1}
     return {"name": "unused", "sources": [cache, single], "metrics_port": None}
-
-
-@pytest.fixture(scope="module")
-def module_redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"), port=free_port())
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")
