@@ -2,13 +2,12 @@
 
 Run: python benchmarks/cluster_ops.py [--full] [--seconds S] [--sections a,b] [--json PATH]
 Starts a local Ray (num_cpus=2), a private redis-server and the cluster of
-`memcluster.cluster.bench.bench_spec()` (n1: memory N=1; n2: memory N=2 W=2; vec: vector
+`benchmarks.harness.bench_spec()` (n1: memory N=1; n2: memory N=2 W=2; vec: vector
 over 4 shards), runs `run_cluster_bench`, prints the table and writes the rows as JSON
 (`--json PATH`, default bench_results.json). The redis-py peer runs against
 MEMCLUSTER_BENCH_REDIS_URL (default: the local Redis at 127.0.0.1:6379, else the private
 redis-server). The default is a quick run (2 s per
 measurement, 20k vectors, 200k records); `--full` uses 100k vectors and 1M records.
-The same code runs as `memcluster bench`.
 """
 
 from __future__ import annotations
@@ -17,9 +16,13 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from memcluster.cluster.bench import (
+if __package__ in (None, ""):  # run as a script: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.harness import (  # noqa: E402
     AGENTS,
     SECTIONS,
     format_table,

@@ -7,12 +7,13 @@ Run: python benchmarks/fleet.py [--agents 1,8,64,256] [--seconds S] [--json PATH
 
 from __future__ import annotations
 
-import os
 import sys
+from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if __package__ in (None, ""):  # run as a script: the repo root must be importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cluster_ops import main
+from benchmarks.cluster_ops import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sections=("fleet", "peers"))

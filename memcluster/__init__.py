@@ -16,7 +16,7 @@ from memcluster.model import Page, Query, Record, SourceSpec
 __version__ = "0.1.0"
 
 _LAZY = {"start_cluster": "memcluster.cluster", "connect": "memcluster.cluster",
-         "start_metrics_server": "memcluster.cluster.metrics"}
+         "start_metrics_server": "memcluster.metrics"}
 
 
 def __getattr__(name: str) -> Any:

@@ -117,8 +117,25 @@ class ShardDied(MemclusterError):
     """A shard actor is gone for good (permanent): route around it until it is replaced."""
 
 
+class InternalError(MemclusterError):
+    """A bug inside memcluster (an unexpected exception in a shard or the manager), reported
+    as ours with the original type and first line; permanent: retrying will not help."""
+
+
 class UnknownOutcome(TransientError):
     """A non-idempotent operation may or may not have been applied (the shard died mid-call)."""
+
+
+def mark_in_flight(exc: MemclusterError) -> MemclusterError:
+    """Mark `exc` as raised by the transport after the call was sent (see `in_flight`)."""
+    exc.in_flight = True  # type: ignore[attr-defined]
+    return exc
+
+
+def in_flight(exc: BaseException) -> bool:
+    """True if `exc` came from the transport after the call was sent: the shard may or may
+    not have applied it (a non-idempotent op then has an unknown outcome)."""
+    return bool(getattr(exc, "in_flight", False))
 
 
 def _rebuild(cls: type, args: tuple, fields: dict) -> Exception:
@@ -130,6 +147,7 @@ __all__ = [
     "ConfigError",
     "ConfirmationRequired",
     "FencedOut",
+    "InternalError",
     "InvalidKey",
     "InvalidValue",
     "MemclusterError",
@@ -146,4 +164,6 @@ __all__ = [
     "UnsupportedOperation",
     "UnsupportedQuery",
     "VersionConflict",
+    "in_flight",
+    "mark_in_flight",
 ]

@@ -241,6 +241,40 @@ class ReplicateOp:
         return self.record.namespace
 
 
+# ---- cluster-internal scatter ops (sent by the router to shards) ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKeysOp:
+    """Cluster-internal scatter op: the (namespace, key) pairs matching `query`.
+
+    `namespace` None means every namespace. Lets count/clear deduplicate replicas.
+    """
+
+    query: Query
+    namespace: str | None = ""
+    key: None = None
+    kind: ClassVar[str] = "match_keys"
+
+
+@dataclass(frozen=True, slots=True)
+class ListAfterOp:
+    """Cluster-internal scatter op: keys strictly after `after`, resuming at `cursor`.
+
+    Returns (keys, base_cursor, exhausted): `base_cursor` is the backend cursor of the
+    page holding the first key returned, so resuming there and skipping keys <= the last
+    key the caller consumed covers every key exactly once.
+    """
+
+    namespace: str
+    pattern: str | None
+    limit: int
+    cursor: str | None
+    after: str | None
+    key: None = None
+    kind: ClassVar[str] = "list_after"
+
+
 Op = (StoreOp | RetrieveOp | ExistsOp | DeleteOp | UpdateOp | SearchOp | CountOp
       | ListKeysOp | ClearOp | ReplicateOp)
 WRITE_KINDS = frozenset({"store", "delete", "update", "clear", "replicate"})

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memcluster.manager.config import load_config
+from memcluster.config import load_config
 from memcluster.testing import BackendConformance
 
 ROOT = Path(__file__).resolve().parents[1]

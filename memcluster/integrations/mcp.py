@@ -2,7 +2,7 @@
 
 Core pieces: `build_server(memory, namespace=None)` (an `mcp.server.lowlevel.Server` with
 `tools/list` and `tools/call` handlers), `serve(memory, namespace=None)` (run it on this
-process's stdin/stdout) and `main(args)`, the CLI delegate.
+process's stdin/stdout); the `memcluster mcp` command (`memcluster.cli.mcp`) calls `serve`.
 
     memcluster mcp --config memory.yaml --namespace agent-7     # in an MCP client's config
 
@@ -20,11 +20,9 @@ make a second definition of the tools to keep in step with `tools.py`.
 
 from __future__ import annotations
 
-import argparse
 import json
 from typing import Any
 
-import anyio
 import mcp_types as types
 from mcp.server.lowlevel import Server
 from mcp.server.stdio import stdio_server
@@ -67,14 +65,4 @@ async def serve(memory: MemorySurface, namespace: str | tuple[str, ...] | None =
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
 
-def main(args: argparse.Namespace) -> int:
-    """The `memcluster mcp` command: the memory from --config/--cluster, served on stdio."""
-    from memcluster.cli import open_surface
-
-    namespace = getattr(args, "namespace", None)
-    with open_surface(args) as memory:
-        anyio.run(serve, memory, namespace)
-    return 0
-
-
-__all__ = ["build_server", "main", "serve"]
+__all__ = ["build_server", "serve"]

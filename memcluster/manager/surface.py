@@ -197,7 +197,7 @@ class MemorySurface(ABC):
             return
         stats = self._stats
         if stats is None:  # the registry holds this surface weakly (metrics never leak it)
-            from memcluster.cluster.metrics import CLIENTS
+            from memcluster.metrics import CLIENTS
 
             stats = self._stats = CLIENTS.track(self)
         stats.record(source, ops[0].kind, len(ops), outcome, seconds)

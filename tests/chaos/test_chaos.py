@@ -96,7 +96,7 @@ def test_killed_manager_is_restarted_and_reattaches(chaos_cluster, chaos_redis, 
 
 
 def test_redis_freeze_and_restart(chaos_cluster, chaos_redis, mem, seed):
-    from memcluster.cluster.coordinator import Coordinator
+    from memcluster.cluster.coord.coordinator import Coordinator
 
     with LeaderWatch(chaos_redis.url, chaos_cluster.name) as leaders:
         work = Workload(mem, "redis", seed=seed).start()

@@ -165,7 +165,7 @@ class LeaderWatch:
     """Samples (time, epoch, leader token) from Redis every 100 ms on a thread."""
 
     def __init__(self, redis_url: str, cluster: str) -> None:
-        from memcluster.cluster.coordinator import Coordinator
+        from memcluster.cluster.coord.coordinator import Coordinator
 
         self.coord = Coordinator(redis_url, cluster)
         self.samples: list[tuple[float, int, str]] = []

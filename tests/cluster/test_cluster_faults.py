@@ -86,15 +86,15 @@ def test_second_process_attaches_by_name_and_sees_writes(cluster):
 
 
 def test_two_managers_never_both_lead(ray_session, module_redis):
-    from memcluster.cluster.manager_actor import ManagerCore
+    from memcluster.cluster.control.manager import ClusterManager
     from memcluster.errors import FencedOut, Timeout
     from tests.cluster.conftest import cluster_config
 
     spec = cluster_config(shards=2)
-    first = ManagerCore("lead-test", module_redis.url, spec, lease_ttl_ms=1500)
+    first = ClusterManager("lead-test", module_redis.url, spec, lease_ttl_ms=1500)
     try:
         first.ready(30)
-        second = ManagerCore("lead-test", module_redis.url, spec, lease_ttl_ms=1500)
+        second = ClusterManager("lead-test", module_redis.url, spec, lease_ttl_ms=1500)
         with pytest.raises(Timeout):
             second.ready(2)
         assert first.leading and not second.leading

@@ -33,9 +33,9 @@ def _kill(core, sid: str) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_restart_hydrates_then_a_source_and_the_root_give_up(ray_session, module_redis):
-    from memcluster.cluster.manager_actor import ManagerCore
+    from memcluster.cluster.control.manager import ClusterManager
 
-    core = ManagerCore(f"sup{os.getpid()}", module_redis.url, _spec(),
+    core = ClusterManager(f"sup{os.getpid()}", module_redis.url, _spec(),
                        root_supervision={"intensity": 1, "period": 300})
     try:
         core.ready(60)

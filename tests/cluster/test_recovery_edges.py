@@ -17,7 +17,7 @@ import pytest
 
 import memcluster as mc
 from memcluster.cluster import names
-from memcluster.cluster.ring import Ring, routing_key
+from memcluster.cluster.data.ring import Ring, routing_key
 from memcluster.errors import MemclusterError, UnknownOutcome
 from tests.support import wait_until
 
@@ -64,7 +64,7 @@ class Writer:
         self.acked: dict[str, int] = {}
         self.attempted: set[str] = set()
         self.errors = 0
-        # Errors that are not ours (e.g. Ray's ActorUnavailableError from a topology reload
+        # Errors that are not ours (e.g. Ray's ActorUnavailableError from a directory reload
         # while the manager restarts): the client must translate every one of them.
         self.foreign: list[str] = []
         self._stop = threading.Event()
@@ -193,8 +193,8 @@ def test_root_supervisor_giving_up_restarts_the_manager_which_recovers(
         ray_session, redis_server, tmp_path):
     import ray
 
-    from memcluster.cluster.embedded import ClusterHandle
-    from memcluster.cluster.manager_actor import manager_actor_class
+    from memcluster.cluster.control.manager import manager_actor_class
+    from memcluster.cluster.launcher import ClusterHandle
 
     name = _name("rg")
     spec = _spec(shards=2, supervision={"intensity": 0, "period": 60})
@@ -235,7 +235,7 @@ def test_shard_whose_heartbeat_lapses_is_replaced(ray_session, redis_server):
     answers every ping): the manager treats the lapsed membership as a death."""
     import ray
 
-    from memcluster.cluster.coordinator import Coordinator
+    from memcluster.cluster.coord.coordinator import Coordinator
 
     name = _name("hb")
     cluster = mc.start_cluster(_spec(), name=name, redis_url=redis_server.url)

@@ -546,7 +546,7 @@ def test_pod_disruption_budget_per_worker_group(rendered) -> None:
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_memcluster_loads_the_rendered_config(rendered, monkeypatch, name) -> None:
     """The ConfigMap is read by memcluster's own loader: chart and code cannot drift."""
-    from memcluster.manager.config import load_config
+    from memcluster.config import load_config
 
     docs = rendered[name]
     data = config_of(docs)
@@ -686,7 +686,7 @@ def test_network_policy_admits_only_the_release_and_configured_namespaces(render
 
 
 def test_grafana_dashboard_queries_only_metrics_memcluster_exports(rendered) -> None:
-    from memcluster.cluster.metrics import ClusterCollector, OpStats
+    from memcluster.metrics import ClusterCollector, OpStats
 
     stats = OpStats()
     stats.observe("store", "ok", 0.001)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memcluster.cluster import bench
+from benchmarks import harness as bench
 from memcluster.errors import ConfigError
 
 

@@ -164,12 +164,16 @@ def _fake_status(args):
     return 0
 
 
-def test_delegated_commands_run_or_fail_with_one_line(capsys, monkeypatch):
-    monkeypatch.setitem(cli.DELEGATES, "status", f"{__name__}:_fake_status")
+def _broken_down(args):
+    raise RuntimeError("first line\nsecond line")
+
+
+def test_cluster_commands_run_or_fail_with_one_line(capsys, monkeypatch):
+    monkeypatch.setitem(cli.COMMANDS, "status", _fake_status)
     assert run(capsys, "--cluster", "agents", "status") == (0, "status of agents\n", "")
-    monkeypatch.setitem(cli.DELEGATES, "down", "memcluster.no_such_module:down")
+    monkeypatch.setitem(cli.COMMANDS, "down", _broken_down)
     code, _, err = run(capsys, "down")
-    assert code == 1 and err.count("\n") == 1 and "'down' is not available" in err
+    assert code == 1 and err.count("\n") == 1 and "first line second line" in err
 
 
 def test_demo_in_process_reports_isolated_agents(capsys):

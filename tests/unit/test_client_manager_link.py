@@ -12,12 +12,15 @@ import pytest
 import ray
 from ray import exceptions as rex
 
-from memcluster.cluster.client import ManagerLink, _ClientTopology
+from memcluster.cluster.data.client import ClientDirectory
+from memcluster.cluster.data.handle import LocalShard
+from memcluster.cluster.data.ring import Ring
+from memcluster.cluster.data.router import Router
+from memcluster.cluster.data.shard import ShardCore
 from memcluster.cluster.retry import Retry
-from memcluster.cluster.ring import Ring
-from memcluster.cluster.router import Router
-from memcluster.cluster.shard import LocalLink, ShardCore
+from memcluster.cluster.session import ManagerHandle
 from memcluster.errors import (
+    InternalError,
     MemclusterError,
     ShardDied,
     SourceUnavailable,
@@ -42,7 +45,7 @@ class _Actor:
 
 
 def _task_error(cause: BaseException) -> rex.RayTaskError:
-    return rex.RayTaskError("topology", "Traceback (most recent call last): ...", cause)
+    return rex.RayTaskError("routing_table", "Traceback (most recent call last): ...", cause)
 
 
 @pytest.mark.parametrize(("raised", "expected"), [
@@ -58,7 +61,7 @@ def test_manager_link_turns_ray_errors_into_ours(monkeypatch, raised, expected):
 
     monkeypatch.setattr(ray, "get", get)
     with pytest.raises(expected) as info:
-        ManagerLink(_Actor(), "agents").call("topology", timeout=1.0)
+        ManagerHandle(_Actor(), "agents").call("routing_table", timeout=1.0)
     assert not isinstance(info.value, rex.RayError)
     assert "agents" in str(info.value) or expected is UnknownSource
 
@@ -68,18 +71,19 @@ def test_manager_link_lets_a_programming_error_through(monkeypatch):
         raise _task_error(ZeroDivisionError("bug"))
 
     monkeypatch.setattr(ray, "get", get)
-    with pytest.raises(rex.RayTaskError):      # not disguised as a transient condition
-        ManagerLink(_Actor(), "agents").call("status")
+    with pytest.raises(InternalError, match="ZeroDivisionError: bug") as info:
+        ManagerHandle(_Actor(), "agents").call("status")
+    assert not isinstance(info.value, TransientError)   # not disguised as a transient one
 
 
-class _Topology(_ClientTopology):
-    """The real client topology, with in-process shards instead of Ray actors."""
+class _Directory(ClientDirectory):
+    """The real client directory, with in-process shards instead of Ray actors."""
 
     cores: dict[str, ShardCore]
 
     def link(self, sid: str) -> Any:
         self.calls += 1
-        return LocalLink(self.cores[sid])
+        return LocalShard(self.cores[sid])
 
 
 def test_stale_ring_while_the_manager_restarts_is_retried_then_succeeds(monkeypatch):
@@ -106,18 +110,18 @@ def test_stale_ring_while_the_manager_restarts_is_retried_then_succeeds(monkeypa
         return step
 
     monkeypatch.setattr(ray, "get", get)
-    topology = _Topology.__new__(_Topology)
-    topology.cores = cores
-    _ClientTopology.__init__(topology, "agents", ManagerLink(_Actor(), "agents"))
-    router = Router(topology, retry=Retry(deadline=5.0, delay=0.001, max_delay=0.01,
+    directory = _Directory.__new__(_Directory)
+    directory.cores = cores
+    ClientDirectory.__init__(directory, "agents", ManagerHandle(_Actor(), "agents"))
+    router = Router(directory, retry=Retry(deadline=5.0, delay=0.001, max_delay=0.01,
                                           retry_on=(TransientError, ShardDied)))
     for core in cores.values():            # the cluster moved on to ring 2
         core.set_ring(1, 2)
 
     (record,) = router.execute("c", [StoreOp.make("k", {"v": 1})])
     assert isinstance(record, Record) and record.version == 1
-    assert topology.placement("c").ring.version == 2
-    assert asked == ["topology"] * 5                 # every failed re-read was retried
+    assert directory.placement("c").ring.version == 2
+    assert asked == ["routing_table"] * 5                 # every failed re-read was retried
     (found,) = router.execute("c", [RetrieveOp.make("k")])
     assert found.value == {"v": 1}
 
@@ -136,10 +140,10 @@ def test_a_manager_down_past_the_deadline_fails_with_our_transient_error(monkeyp
         raise rex.ActorUnavailableError("restarting", None)
 
     monkeypatch.setattr(ray, "get", get)
-    topology = _Topology.__new__(_Topology)
-    topology.cores = cores
-    _ClientTopology.__init__(topology, "agents", ManagerLink(_Actor(), "agents"))
-    router = Router(topology, retry=Retry(deadline=0.05, delay=0.001, max_delay=0.005,
+    directory = _Directory.__new__(_Directory)
+    directory.cores = cores
+    ClientDirectory.__init__(directory, "agents", ManagerHandle(_Actor(), "agents"))
+    router = Router(directory, retry=Retry(deadline=0.05, delay=0.001, max_delay=0.005,
                                           retry_on=(TransientError, ShardDied)))
     cores["c/0"].set_ring(1, 2)
     (result,) = router.execute("c", [StoreOp.make("k", 1)])
@@ -157,16 +161,16 @@ def test_a_dead_shard_while_the_manager_is_down_keeps_the_cached_ring(monkeypatc
         raise rex.ActorDiedError()
 
     monkeypatch.setattr(ray, "get", get)
-    topology = _ClientTopology("agents", ManagerLink(_Actor(), "agents"))
-    topology.forget("c/0")             # re-reading fails: Ray's error neither leaks nor
-    assert topology.placement("c").ring.version == 3   # stops routing on the cache
+    directory = ClientDirectory("agents", ManagerHandle(_Actor(), "agents"))
+    directory.forget("c/0")             # re-reading fails: Ray's error neither leaks nor
+    assert directory.placement("c").ring.version == 3   # stops routing on the cache
 
 
 def test_a_manager_lost_during_a_non_idempotent_call_is_an_unknown_outcome() -> None:
     """scale() whose manager dies mid-call cannot say whether the change happened."""
     import ray.exceptions as rex
 
-    from memcluster.cluster.client import ManagerLink
+    from memcluster.cluster.session import ManagerHandle
     from memcluster.errors import SourceUnavailable, UnknownOutcome
 
     class _Method:
@@ -182,6 +186,6 @@ def test_a_manager_lost_during_a_non_idempotent_call_is_an_unknown_outcome() -> 
 
     lost = rex.ActorUnavailableError("gone", b"\x00" * 16)
     with pytest.raises(UnknownOutcome):
-        ManagerLink(_Actor(lost), "c").call("scale", "cache", 4, idempotent=False)
+        ManagerHandle(_Actor(lost), "c").call("scale", "cache", 4, idempotent=False)
     with pytest.raises(SourceUnavailable):
-        ManagerLink(_Actor(lost), "c").call("status")
+        ManagerHandle(_Actor(lost), "c").call("status")

@@ -8,7 +8,7 @@ import random
 import threading
 
 import memcluster as mc
-from memcluster.cluster.coalescer import Coalescer
+from memcluster.cluster.data.coalescer import Coalescer
 from memcluster.ops import ClearOp, RetrieveOp, StoreOp
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from memcluster.backends.base import MemoryBackend
+from memcluster.config import DEFAULT_SUPERVISION, load_config, memory_source
 from memcluster.errors import ConfigError
-from memcluster.manager.config import DEFAULT_SUPERVISION, load_config, memory_source
 
 YAML = """
 name: agents

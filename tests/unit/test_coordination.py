@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from memcluster.cluster.coordinator import Coordinator
-from memcluster.cluster.election import Election, campaign
+from memcluster.cluster.coord.coordinator import Coordinator
+from memcluster.cluster.coord.election import Election, campaign
 from memcluster.errors import (
     ConfigError,
     FencedOut,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from memcluster import MemoryManager, codec, memory_source
-from memcluster.cluster.shard import ShardCore
+from memcluster.cluster.data.shard import ShardCore
 from memcluster.errors import InvalidKey, InvalidValue
 from memcluster.model import Record, new_record
 from memcluster.ops import StoreOp, new_op_id, new_store_op

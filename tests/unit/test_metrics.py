@@ -6,7 +6,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from memcluster.cluster.metrics import ClusterCollector, OpStats, serve, start_metrics_server
+from memcluster.metrics import ClusterCollector, OpStats, serve, start_metrics_server
 from tests.support import free_port
 
 

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import pytest
 
-from memcluster.cluster.recovery import (
-    Hydration,
-    RingResolution,
-    newest,
-    repair_plan,
-    resolve_ring_switch,
-)
+from memcluster.cluster.control.hydration import Hydration
+from memcluster.cluster.control.ring_switch import RingResolution, resolve_ring_switch
+from memcluster.cluster.data.handle import Done, LocalShard
+from memcluster.cluster.data.placement import Placement
+from memcluster.cluster.data.repair import newest, repair_plan
+from memcluster.cluster.data.ring import Ring
+from memcluster.cluster.data.router import Router
+from memcluster.cluster.data.shard import ShardCore
 from memcluster.cluster.retry import Retry
-from memcluster.cluster.ring import Ring
-from memcluster.cluster.router import Placement, Router
-from memcluster.cluster.shard import Done, LocalLink, ShardCore
 from memcluster.errors import (
     InvalidValue,
     QuorumNotReached,
@@ -28,7 +26,7 @@ from memcluster.errors import (
 from memcluster.model import Record
 from memcluster.ops import ReplicateOp, RetrieveOp, StoreOp, UpdateOp
 from memcluster.testing.clock import FakeClock
-from tests.unit.test_router import FakeTopology
+from tests.unit.test_router import FakeDirectory
 
 FAST = Retry(deadline=0.2, delay=0.001, max_delay=0.01, retry_on=(TransientError, ShardDied))
 
@@ -89,7 +87,7 @@ def test_repair_plan_picks_the_newest_and_lists_lower_or_missing_copies():
 
 
 def test_quorum_read_returns_the_newest_copy_and_repairs_the_stale_replica():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     first = router.execute("c", [StoreOp.make("k", "old")])[0]
     primary, replica = topo.place.preference("k")
@@ -106,7 +104,7 @@ def test_quorum_read_returns_the_newest_copy_and_repairs_the_stale_replica():
 
 
 def test_quorum_read_without_enough_replicas_fails_instead_of_guessing():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     topo.place = Placement("c", topo.place.ring, 2, 2, read_quorum=2)
     router = Router(topo, retry=FAST)
     router.execute("c", [StoreOp.make("k", 1)])
@@ -125,13 +123,13 @@ class _SentThenLost:
         self.error = error
 
     def submit(self, version, ops):  # type: ignore[no-untyped-def]
-        LocalLink(self.core).submit(version, ops)
+        LocalShard(self.core).submit(version, ops)
         self.error.in_flight = True  # as shard.Pending marks transport errors
         return Done(error=self.error)
 
 
 def test_update_whose_reply_is_lost_reports_unknown_outcome_and_is_not_reapplied():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [StoreOp.make("n", 1)])
     primary = topo.place.preference("n")[0]
@@ -145,12 +143,12 @@ def test_update_whose_reply_is_lost_reports_unknown_outcome_and_is_not_reapplied
 
 
 def test_store_retried_after_a_lost_reply_is_applied_once():
-    topo = FakeTopology(3, 1, 1)
+    topo = FakeDirectory(3, 1, 1)
     router = Router(topo, retry=FAST)
     primary = topo.place.preference("s")[0]
     core = topo.cores[primary]
     op = StoreOp.make("s", "x", op_id="op-1")
-    LocalLink(core).submit(1, [op])               # the first attempt applied...
+    LocalShard(core).submit(1, [op])               # the first attempt applied...
     again = router.execute("c", [op])[0]          # ...and the retry carries the same id
     assert again.version == 1
     assert core.backend.retrieve(RetrieveOp("s")).version == 1

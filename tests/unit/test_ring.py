@@ -9,7 +9,7 @@ from collections import Counter
 
 import pytest
 
-from memcluster.cluster.ring import Ring, routing_key
+from memcluster.cluster.data.ring import Ring, routing_key
 from memcluster.errors import ConfigError
 
 SEED = int(os.environ.get("MEMCLUSTER_TEST_SEED", "0"))

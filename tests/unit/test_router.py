@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from memcluster.cluster.data.handle import Done, LocalShard
+from memcluster.cluster.data.placement import Placement
+from memcluster.cluster.data.ring import Ring
+from memcluster.cluster.data.router import Router
+from memcluster.cluster.data.shard import ShardCore
 from memcluster.cluster.retry import Retry
-from memcluster.cluster.ring import Ring
-from memcluster.cluster.router import Placement, Router
-from memcluster.cluster.shard import Done, LocalLink, ShardCore
 from memcluster.errors import (
     QuorumNotReached,
     ShardDied,
@@ -28,7 +30,7 @@ from memcluster.ops import (
 )
 
 
-class FakeTopology:
+class FakeDirectory:
     """Shards in-process; `kill`/`block` make a shard dead or unavailable; counts calls."""
 
     def __init__(self, shards: int, replicas: int, quorum: int) -> None:
@@ -62,7 +64,7 @@ class FakeTopology:
                     return Done(error=ShardUnavailable(sid))
                 if sid in topo.frozen:
                     return _Frozen(sid)
-                return LocalLink(topo.cores[sid]).submit(version, ops)
+                return LocalShard(topo.cores[sid]).submit(version, ops)
 
         return _Link()
 
@@ -95,7 +97,7 @@ def store(key, value, **kw):  # type: ignore[no-untyped-def]
 
 
 def test_write_lands_on_exactly_n_shards_of_the_preference_list():
-    topo = FakeTopology(4, 2, 2)
+    topo = FakeDirectory(4, 2, 2)
     router = Router(topo, retry=FAST)
     ops = [store(f"k{i}", i) for i in range(50)]
     records = router.execute("c", ops)
@@ -107,14 +109,14 @@ def test_write_lands_on_exactly_n_shards_of_the_preference_list():
 
 
 def test_batches_make_one_call_per_shard_per_phase():
-    topo = FakeTopology(4, 2, 2)
+    topo = FakeDirectory(4, 2, 2)
     Router(topo, retry=FAST).execute("c", [store(f"k{i}", i) for i in range(200)])
     assert len(topo.calls) <= 8  # 4 primary calls + at most 4 replicate calls
     assert sum(n for _, n in topo.calls) == 400
 
 
 def test_cas_and_update_are_decided_by_the_primary_and_replicated():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store("k", 1)])
     [conflict] = router.execute("c", [store("k", 2, if_version=5)])
@@ -126,7 +128,7 @@ def test_cas_and_update_are_decided_by_the_primary_and_replicated():
 
 
 def test_reads_fall_back_when_the_primary_is_dead():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store(f"k{i}", i) for i in range(30)])
     victim = "c/0"
@@ -137,19 +139,19 @@ def test_reads_fall_back_when_the_primary_is_dead():
 
 
 def test_a_write_below_quorum_is_reported_not_acknowledged():
-    topo = FakeTopology(2, 2, 2)
+    topo = FakeDirectory(2, 2, 2)
     router = Router(topo, retry=FAST)
     topo.dead.add("c/1")
     [result] = router.execute("c", [store("k", 1)])
     assert isinstance(result, QuorumNotReached)
-    topo2 = FakeTopology(2, 2, 1)  # W=1 tolerates the dead replica
+    topo2 = FakeDirectory(2, 2, 1)  # W=1 tolerates the dead replica
     topo2.dead.add("c/1")
     [rec] = Router(topo2, retry=FAST).execute("c", [store("k", 1)])
     assert rec.version == 1
 
 
 def test_a_write_returns_after_w_copies_without_waiting_for_the_rest():
-    topo = FakeTopology(2, 2, 1)  # N=2, W=1: the primary's copy is enough
+    topo = FakeDirectory(2, 2, 1)  # N=2, W=1: the primary's copy is enough
     router = Router(topo, retry=FAST)
     key = "k"
     replica = Placement("c", topo.place.ring, 2, 1).preference(key, "")[1]
@@ -158,7 +160,7 @@ def test_a_write_returns_after_w_copies_without_waiting_for_the_rest():
     assert rec.version == 1
     assert (replica, 1) in topo.calls  # the replica was still sent its copy
     topo.frozen.clear()
-    topo3 = FakeTopology(3, 3, 2)  # N=3, W=2: one replica's answer is awaited
+    topo3 = FakeDirectory(3, 3, 2)  # N=3, W=2: one replica's answer is awaited
     placement = topo3.place
     first, second = placement.preference(key, "")[1:]
     topo3.frozen.add(second)
@@ -167,7 +169,7 @@ def test_a_write_returns_after_w_copies_without_waiting_for_the_rest():
 
 
 def test_retried_write_is_applied_once_by_its_primary():
-    topo = FakeTopology(2, 2, 2)
+    topo = FakeDirectory(2, 2, 2)
     router = Router(topo, retry=Retry(deadline=5, delay=0.001))
     replica = topo.place.preference("k")[1]
     topo.blocked.add(replica)
@@ -187,7 +189,7 @@ def test_retried_write_is_applied_once_by_its_primary():
 
 
 def test_delete_reaches_every_replica():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store("k", 1)])
     assert router.execute("c", [DeleteOp.make("k")]) == [True]
@@ -196,7 +198,7 @@ def test_delete_reaches_every_replica():
 
 
 def test_search_merges_top_k_and_deduplicates_replicas():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store(f"user:{i:02d}", {"n": i}, metadata={"n": i})
                          for i in range(20)])
@@ -208,7 +210,7 @@ def test_search_merges_top_k_and_deduplicates_replicas():
 
 
 def test_count_and_clear_count_each_key_once():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store(f"k{i}", i) for i in range(40)])
     assert router.execute("c", [CountOp.make(Query(pattern="k1*"))]) == [11]
@@ -218,7 +220,7 @@ def test_count_and_clear_count_each_key_once():
 
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_list_keys_pages_cover_every_key_exactly_once(replicas):
-    topo = FakeTopology(4, replicas, replicas)
+    topo = FakeDirectory(4, replicas, replicas)
     router = Router(topo, retry=FAST)
     keys = [f"key{i:03d}" for i in range(137)]
     router.execute("c", [store(k, 1) for k in keys])
@@ -235,7 +237,7 @@ def test_list_keys_pages_cover_every_key_exactly_once(replicas):
 
 
 def test_list_keys_paging_survives_writes_between_pages():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store(f"b{i:02d}", 1) for i in range(30)])
     [page] = router.execute("c", [ListKeysOp.make(limit=10)])
@@ -252,7 +254,7 @@ def test_list_keys_paging_survives_writes_between_pages():
 
 
 def test_scatter_reads_tolerate_n_minus_one_dead_shards():
-    topo = FakeTopology(3, 2, 2)
+    topo = FakeDirectory(3, 2, 2)
     router = Router(topo, retry=FAST)
     router.execute("c", [store(f"k{i}", i) for i in range(25)])
     topo.dead.add("c/2")
@@ -263,7 +265,7 @@ def test_scatter_reads_tolerate_n_minus_one_dead_shards():
 
 
 def test_stale_ring_refreshes_and_retries():
-    topo = FakeTopology(2, 1, 1)
+    topo = FakeDirectory(2, 1, 1)
     router = Router(topo, retry=FAST)
     for core in topo.cores.values():
         core.set_ring(0, 2)

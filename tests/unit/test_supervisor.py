@@ -17,7 +17,7 @@ from hypothesis.stateful import (
     rule,
 )
 
-from memcluster.cluster.supervisor import (
+from memcluster.cluster.control.supervisor import (
     ROOT_SUPERVISION,
     SOURCE_SUPERVISION,
     CallbackTerminator,

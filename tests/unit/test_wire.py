@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from memcluster.cluster import wire
-from memcluster.cluster.shard import ShardCore
+from memcluster.cluster.data import wire
+from memcluster.cluster.data.shard import ShardCore
 from memcluster.errors import StaleRing, VersionConflict
 from memcluster.model import Query, Record
 from memcluster.ops import (

@@ -1,0 +1,162 @@
+"""Starting and stopping a cluster: `start_cluster(config)` and the `ClusterHandle` it returns.
+
+With addresses given (or a Ray already initialised in this process), the cluster's manager
+actor is created there. With none, the embedded mode (`memcluster.cluster.embedded`)
+starts a local Ray head and a private redis-server as daemons first. `stop_cluster(name)`
+removes the actors, the cluster's Redis keys and exactly the processes the embedded mode
+started.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from memcluster.cluster import names
+from memcluster.cluster.control.manager import manager_actor_class
+from memcluster.cluster.data.client import ClusterMemory
+from memcluster.cluster.embedded import (
+    EmbeddedState,
+    pid_alive,
+    ray_head_alive,
+    start_ray_head,
+    start_redis,
+    stop_embedded,
+    use_ray_auth,
+)
+from memcluster.cluster.session import (
+    ENV_RAY_ADDRESS,
+    ManagerHandle,
+    join,
+    ray_address_for,
+)
+from memcluster.config import ENV_RE, load_config
+from memcluster.errors import MemclusterError, NotFound, SourceUnavailable
+
+
+class ClusterHandle:
+    """What `start_cluster` returns: status, scale, connect, stop."""
+
+    def __init__(self, name: str, manager: Any, state: EmbeddedState | None) -> None:
+        self.name = name
+        self.manager = manager
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"ClusterHandle({self.name!r})"
+
+    def status(self) -> dict[str, Any]:
+        """The manager's view: sources, shards and their states, epoch, Redis health."""
+        return ManagerHandle(self.manager, self.name).call("status")
+
+    def scale(self, source: str, shards: int) -> dict[str, Any]:
+        """Move `source` to `shards` shards; UnknownOutcome if the manager dies meanwhile."""
+        return ManagerHandle(self.manager, self.name).call("scale", source, shards,
+                                                            idempotent=False)
+
+    def connect(self, **kwargs: Any) -> ClusterMemory:
+        return ClusterMemory(self.name, **kwargs)
+
+    def stop(self) -> dict[str, Any]:
+        """Remove the actors and the Redis keys, then what the embedded mode started."""
+        return stop_cluster(self.name, manager=self.manager)
+
+
+def stop_cluster(name: str, *, manager: Any = None) -> dict[str, Any]:
+    """Stop the cluster `name`: shards, manager, Redis keys, embedded processes."""
+    import ray
+
+    out: dict[str, Any] = {"cluster": name}
+    state = EmbeddedState.load(name)
+    if not ray.is_initialized() and ray_address_for(name) is not None:
+        join(name)
+    if ray.is_initialized():
+        try:
+            manager = manager or ManagerHandle.find(name).actor
+            out.update(ray.get(manager.shutdown.remote(), timeout=60))
+            ray.kill(manager, no_restart=True)
+        except NotFound:
+            out["manager"] = "not running"
+    if state is not None:
+        if state.ray_temp_dir and ray.is_initialized():
+            ray.shutdown()
+        out["processes_stopped"] = len(stop_embedded(state))
+    return out
+
+
+def referenced_env(raw: Any) -> dict[str, str]:
+    """The `${VAR}`s the spec refers to, with this process's values.
+
+    The spec goes to Redis unexpanded; the manager expands it itself (and hands shards
+    their expanded options), so it gets these values as an actor argument: never through
+    Redis, and not through a Ray runtime env, whose agent logs its variables in clear.
+    Missing ones were already refused by `load_config`.
+    """
+    found: dict[str, str] = {}
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            for var in ENV_RE.findall(value):
+                if var in os.environ:
+                    found[var] = os.environ[var]
+        elif isinstance(value, Mapping):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+
+    walk(raw)
+    return found
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The memcluster error inside a Ray task error (one clean line), else `exc`."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, MemclusterError) else exc
+
+
+def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | None = None,
+                  redis_url: str | None = None, ray_address: str | None = None,
+                  timeout: float = 60.0) -> ClusterHandle:
+    """Start (or join) the cluster described by `config`; see the module docstring."""
+    import ray
+
+    cfg = load_config(config)
+    name = names.check_cluster_name(name or cfg.name)
+    redis_url = redis_url or cfg.redis_url
+    ray_address = ray_address or cfg.ray_address or os.environ.get(ENV_RAY_ADDRESS)
+    namespace = names.ray_namespace(name)
+    state = EmbeddedState.load(name)
+    embedded = state or EmbeddedState(name)
+    if not ray.is_initialized():
+        if ray_address is None:
+            if not ray_head_alive(embedded):
+                embedded.ray_address = embedded.ray_temp_dir = None
+                start_ray_head(embedded)
+                embedded.save()
+            use_ray_auth(embedded)
+            ray_address = embedded.ray_address
+        ray.init(address=ray_address, namespace=namespace, log_to_driver=False,
+                 configure_logging=False)
+    if redis_url is None:
+        if not (pid_alive(embedded.redis_pid) and embedded.redis_url):
+            start_redis(embedded)
+            embedded.save()
+        redis_url = embedded.redis_url
+    if embedded.ray_temp_dir or embedded.redis_pid:
+        embedded.save()
+    try:
+        manager = manager_actor_class().options(
+            name=names.manager_name(name), namespace=namespace, lifetime="detached",
+            get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True,
+                                       env=referenced_env(cfg.raw))
+        ray.get(manager.ready.remote(timeout), timeout=timeout + 10)
+    except ray.exceptions.GetTimeoutError as exc:
+        raise SourceUnavailable(f"the manager of {name!r} did not start in {timeout}s") from exc
+    except ray.exceptions.RayTaskError as exc:
+        raise unwrap(exc) from None
+    return ClusterHandle(name, manager, embedded if (embedded.ray_temp_dir or
+                                                      embedded.redis_pid) else None)
