@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "sqlite": "memcluster.backends.sqlite:SQLiteBackend",
     "redis": "memcluster.backends.redis:RedisBackend",
     "postgres": "memcluster.backends.postgres:PostgresBackend",
+    "mysql": "memcluster.backends.mysql:MySQLBackend",
     "vector": "memcluster.backends.vector:VectorBackend",
 }
 
