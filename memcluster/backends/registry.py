@@ -22,6 +22,7 @@ BUILTIN: dict[str, str] = {
     "postgres": "memcluster.backends.postgres:PostgresBackend",
     "mysql": "memcluster.backends.mysql:MySQLBackend",
     "vector": "memcluster.backends.vector:VectorBackend",
+    "qdrant": "memcluster.backends.qdrant:QdrantBackend",
 }
 
 
