@@ -182,13 +182,13 @@ class QdrantBackend(MemoryBackend):
         self._text_field = opts.get("text_field", "text")
         self._sweep_interval = float(opts.get("sweep_interval", 60.0))
         self._api_key = opts.get("api_key")
-        try:
-            self._store = self._connect(opts, location, float(opts.get("timeout", 10.0)))
-        except _FAILURES as exc:
-            raise SourceUnavailable(f"qdrant at {self.where} is unavailable: "
-                                    f"{redact_text(str(exc), self._api_key)}") from None
+        self._store = self._connect(opts, location, float(opts.get("timeout", 10.0)))
         try:
             self._ensure_collection(dict(indexes), server=opts.get("url") is not None)
+        except _FAILURES as exc:
+            self.close()
+            raise SourceUnavailable(f"qdrant at {self.where} is unavailable: "
+                                    f"{redact_text(str(exc), self._api_key)}") from None
         except BaseException:
             self.close()
             raise
