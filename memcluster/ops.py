@@ -146,17 +146,19 @@ class UpdateOp:
     metadata: dict[str, Any] | None = field(default=None, compare=False)
     ttl: float | None = None
     max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
+    op_id: str | None = None
     kind: ClassVar[str] = "update"
 
     @classmethod
     def make(cls, key: Any, fn: Callable[[Any], Any], *, namespace: Any = "",
              metadata: Any = None, ttl: Any = None,
-             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES) -> UpdateOp:
+             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+             op_id: str | None = None) -> UpdateOp:
         if not callable(fn):
             raise codec.InvalidValue(f"update needs a callable, got {type(fn).__name__}")
         meta = None if metadata is None else codec.check_metadata(metadata)
         return cls(codec.check_key(key), fn, codec.check_namespace(namespace), meta,
-                   codec.check_ttl(ttl), max_bytes)
+                   codec.check_ttl(ttl), max_bytes, op_id)
 
 
 @dataclass(frozen=True, slots=True)

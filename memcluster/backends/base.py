@@ -119,6 +119,13 @@ class MemoryBackend(ABC):
         self.prefix = prefix
         self.clock = clock
 
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        """True if, with `opts`, the data lives on the disk of the node the shard runs on
+        (files, sqlite, a vector store with a `path`): a lost node loses it unless the
+        source keeps replicas in other failure domains."""
+        return False
+
     # ---- required -------------------------------------------------------------------
 
     @abstractmethod

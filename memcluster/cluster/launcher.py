@@ -149,7 +149,7 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
     if embedded.ray_temp_dir or embedded.redis_pid:
         embedded.save()
     try:
-        manager = manager_actor_class().options(
+        manager = manager_actor_class(cfg.placement).options(
             name=names.manager_name(name), namespace=namespace, lifetime="detached",
             get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True,
                                        env=referenced_env(cfg.raw))

@@ -226,7 +226,8 @@ class Supervisor:
                  clock: Callable[[], float] = time.monotonic, parent: Supervisor | None = None,
                  *, name: str = "root", terminator: Terminator | None = None,
                  on_event: Callable[[SupervisorEvent], None] | None = None,
-                 on_give_up: Callable[[Supervisor], None] | None = None) -> None:
+                 on_give_up: Callable[[Supervisor], None] | None = None,
+                 lock: Any = None) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}")
         if isinstance(intensity, bool) or not isinstance(intensity, int) or intensity < 0:
@@ -246,7 +247,7 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._events: deque[SupervisorEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self._state: SupervisorState = "idle"
-        self._lock = threading.RLock()
+        self._lock = lock if lock is not None else threading.RLock()  # re-entrant
         for spec in children:
             self._add(spec)
 
@@ -346,6 +347,14 @@ class Supervisor:
                 self._stop_child(c)
             self._children.remove(c)
             self._emit("removed", c.spec.id)
+
+    def replace_handle(self, child_id: str, handle: Any) -> None:
+        """A running child was replaced by its owner (e.g. moved to another node): later
+        exit reports name the new handle."""
+        with self._lock:
+            c = self._find(child_id)
+            if c.state == "running":
+                c.handle = handle
 
     def child_exited(self, child_id: str, reason: ExitReason = "crash", *,
                      handle: Any = None) -> None:

@@ -37,14 +37,14 @@ from typing import Any
 
 from memcluster.cluster import names, session
 from memcluster.cluster.data.coalescer import Coalescer
-from memcluster.cluster.data.handle import Done, ShardHandle
+from memcluster.cluster.data.handle import ShardHandle
+from memcluster.cluster.data.local import MissingShard
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.ring import Ring
 from memcluster.cluster.data.router import DEFAULT_RETRY, Router
 from memcluster.cluster.retry import Retry
 from memcluster.errors import (
     MemclusterError,
-    ShardUnavailable,
     SourceUnavailable,
     StaleRing,
     UnknownSource,
@@ -115,7 +115,7 @@ class ClientDirectory:
         try:
             actor = ray.get_actor(name, namespace=self.namespace)
         except ValueError:
-            return _Missing(sid)
+            return MissingShard(sid)
         handle = ShardHandle(actor, sid, name, timeout=self.info.get("call_timeout", 30.0))
         self._handles[sid] = handle
         return handle
@@ -142,16 +142,6 @@ class ClientDirectory:
         """A ring changed (pub/sub): the next operation re-reads (no Ray call here)."""
         if hint.get("kind") in ("ring", "resubscribed"):
             self._stale = True
-
-
-class _Missing:
-    """A shard whose actor cannot be found right now (being replaced)."""
-
-    def __init__(self, sid: str) -> None:
-        self.shard_id = sid
-
-    def submit(self, ring_version: int, ops: Any) -> Done:  # never sent: safe to retry
-        return Done(error=ShardUnavailable(f"shard {self.shard_id} is not running"))
 
 
 class ClusterMemory(MemorySurface):
