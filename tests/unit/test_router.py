@@ -67,7 +67,7 @@ class FakeDirectory:
             def submit(self, version, ops):  # type: ignore[no-untyped-def]
                 return self._call("submit", version, ops)
 
-            def replicate(self, version, ops):  # type: ignore[no-untyped-def]
+            def replicate(self, version, ops, sender=None):  # type: ignore[no-untyped-def]
                 return self._call("replicate", version, ops)
 
             def _call(self, how, version, ops):  # type: ignore[no-untyped-def]

@@ -30,6 +30,7 @@ from memcluster.cluster.data.contract import EXPORT_PAGE, EXPORT_PAGE_BYTES, Sha
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.retry import Retry
 from memcluster.errors import (
+    MemclusterError,
     ShardDied,
     ShardUnavailable,
     SourceUnavailable,
@@ -52,8 +53,8 @@ class SourceLost(SourceUnavailable):
 
 
 def export_pages(lookup: Lookup, retry: Retry, *, name: str = "source",
-                 page: int = EXPORT_PAGE, page_bytes: int = EXPORT_PAGE_BYTES
-                 ) -> Iterator[list[Record]]:
+                 page: int = EXPORT_PAGE, page_bytes: int = EXPORT_PAGE_BYTES,
+                 fence: tuple[str, str] | None = None) -> Iterator[list[Record]]:
     """Every page of one shard's export, the last one ending with cursor None.
 
     `lookup()` gives the source's current handle before each page; None or a different
@@ -69,7 +70,7 @@ def export_pages(lookup: Lookup, retry: Retry, *, name: str = "source",
         if handle is not first:
             raise SourceLost(f"{name} was replaced during the copy")
         records, cursor = _retrying(retry, lambda h=handle, c=cursor: h.export(
-            c, page, page_bytes).result(), name)
+            c, page, page_bytes, fence).result(), name)
         yield records
         if cursor is None:
             return
@@ -108,16 +109,26 @@ def hand_off(handles: Mapping[str, ShardControl], sources: Iterable[str],
 
 def _accept(handles: Mapping[str, ShardControl], batches: Mapping[str, list[Record]],
             epoch: int, retry: Retry) -> None:
-    """Send each target its batch (all at once), then wait for every answer."""
+    """Send each target its batch (all at once), then wait for every answer, even after a
+    failure: no copy may land after the caller gave up and cleaned up (rolled back)."""
     pendings = [(t, handles[t].accept_handoff(epoch, recs)) for t, recs in batches.items()]
+    failure: BaseException | None = None
     for t, pending in pendings:
         try:
             pending.result()
         except PAGE_RETRY_ON:       # installing twice keeps the higher version: resend
-            _retrying(retry, lambda t=t: handles[t].accept_handoff(epoch, batches[t])
-                      .result(), f"shard {t}")
+            try:
+                _retrying(retry, lambda t=t: handles[t].accept_handoff(epoch, batches[t])
+                          .result(), f"shard {t}")
+            except SourceUnavailable as exc:
+                failure = failure or exc
         except ShardDied as exc:
-            raise CopyFailed(f"shard {t} died while receiving a handoff") from exc
+            failure = failure or CopyFailed(f"shard {t} died while receiving a handoff")
+            failure.__cause__ = exc
+        except MemclusterError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 def verify(handles: Mapping[str, ShardControl], copied: Copied, retry: Retry,
@@ -141,7 +152,8 @@ def copy_into(handles: Mapping[str, ShardControl], target: ShardControl, src: st
     """Copy to `target` every record of `src` that `hyd.shard_id` holds under `placement`,
     completely (see the rules in the module docstring)."""
     sid = hyd.shard_id
-    for records in export_pages(lambda: handles.get(src), retry, name=f"shard {src}"):
+    for records in export_pages(lambda: handles.get(src), retry, name=f"shard {src}",
+                                fence=(sid, hyd.incarnation)):
         mine = [r for r in records if sid in placement.preference(r.key, r.namespace)]
         if mine:
             try:

@@ -150,6 +150,7 @@ class ClusterManager:
         self._metrics_server: Any = None
         self._report_cache: tuple[float, dict[str, Any]] = (0.0, {})
         self._domain_warnings: dict[str, tuple[str, ...]] = {}
+        self.garbage: set[str] = set()   # sources whose garbage collection must finish
         self.epoch: int | None = None
         self.error: BaseException | None = None
         self._ready = self.sched.event()
@@ -237,6 +238,9 @@ class ClusterManager:
             ticks += 1
             try:
                 self.check_shards()
+                for source in sorted(self.garbage):
+                    with self._lock:
+                        self.rebalancer.collect_garbage(source)
                 if self.policy.auto_rebalance and ticks % 10 == 0:
                     self._auto_rebalance()
             except FencedOut:
@@ -252,6 +256,15 @@ class ClusterManager:
               epoch=self.epoch)
         self._stop.set()
         if self.exit_on_lost_lease:  # let Ray restart us; we campaign again from Redis
+            os._exit(1)
+
+    def crash(self, reason: str) -> None:
+        """Stop managing for good (the actor exits; Ray restarts it and the new incarnation
+        recovers from Redis and re-attaches to the live shards)."""
+        event(log, "manager.crash", level=logging.ERROR, cluster=self.cluster, reason=reason)
+        self.error = SourceUnavailable(f"the manager of {self.cluster!r} crashed: {reason}")
+        self._stop.set()
+        if self.exit_on_lost_lease:
             os._exit(1)
 
     def _fence(self) -> int:

@@ -88,6 +88,7 @@ class RebalanceHost(Protocol):
     runtime: ActorRuntime
     sched: Scheduler
     policy: PlacementPolicy
+    garbage: set[str]     # sources whose garbage collection is still to finish
 
 
 class Rebalancer:
@@ -106,14 +107,14 @@ class Rebalancer:
         sched = self.host.sched
         return Retry(deadline=float(self.host.health["copy_timeout"]) * 2, delay=0.1,
                      max_delay=1.0, retry_on=(SourceUnavailable,), clock=sched.now,
-                     sleep=sched.sleep)
+                     sleep=sched.sleep, uniform=sched.uniform)
 
     def _calls(self) -> Retry:
         """Control calls and copy pages: timeouts and busy answers retried."""
         sched = self.host.sched
         return Retry(deadline=float(self.host.health["copy_timeout"]), delay=0.05,
                      max_delay=1.0, retry_on=(Timeout, ShardUnavailable), clock=sched.now,
-                     sleep=sched.sleep)
+                     sleep=sched.sleep, uniform=sched.uniform)
 
     # ---- scale and spread ----------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class Rebalancer:
             before = old.preference(r.key, r.namespace)
             return [s for s in new.preference(r.key, r.namespace) if s not in before]
 
+        switching = False
         try:
             for sid in added:                                 # supervised from the start
                 tree.add_shard(sid, layout, new)
@@ -237,14 +239,15 @@ class Rebalancer:
                     calls.run(lambda sid=sid, gone=gone: tree.handles[sid].drop_keys(
                         epoch, gone).result())
             verify(tree.handles, second, calls)               # 4. every copy confirmed
-            self._all([*olds, *added], lambda h: h.set_placement(epoch, new))   # 5. switch
+            switching = True                                  # 5. the point of no return
+            self._all([*olds, *added], lambda h: h.set_placement(epoch, new))
         except InjectedCrash:
             raise
         except BaseException as exc:
-            # One old shard on the target is the point of no return (see ring_switch.py):
-            # finish the switch; shards that failed it are replaced by their supervisor.
-            if isinstance(exc, FencedOut) or not any(
-                    v >= target.version for v in tree.ring_versions(olds).values()):
+            # Once the switch was sent to one shard it may land there whatever we decide,
+            # and every moved record is confirmed on its new owners: finish the switch.
+            # Before that, nothing was told the target ring: roll back.
+            if isinstance(exc, FencedOut) or not switching:
                 self._abort(source, olds, added, epoch, old)
                 if isinstance(exc, MemclusterError):
                     raise
@@ -255,7 +258,6 @@ class Rebalancer:
             for sid in [*olds, *added]:
                 with contextlib.suppress(MemclusterError, KeyError):
                     tree.handles[sid].set_placement(epoch, new).result()
-            second = {}
         self._crash_point("scale.after_set_ring")
         host.layouts[source] = replace(layout, placement=new)
         self._switch_ring(source, target.version, old.ring.version, epoch)
@@ -264,22 +266,17 @@ class Rebalancer:
         moved = sum(len(v) for v in second.values())
         for sid in removed:                                   # 6. garbage
             tree.forget(sid)
-        dropped = 0
-        for sid in olds:
-            if sid in removed:
-                continue
-            with contextlib.suppress(MemclusterError, KeyError):   # a dead one restarts clean
-                dropped += int(calls.run(lambda sid=sid: tree.handles[sid].drop_unowned(
-                    epoch, new).result()))
+        dropped = self.collect_garbage(source)
         event(log, "ring.switched", source=source, version=target.version,
               shards=len(new_ids), domains=target.domain_count, moved=moved, dropped=dropped)
         return {"source": source, "ring_version": target.version, "shards": len(new_ids),
-                "domains": target.domain_count, "moved": moved, "dropped": dropped}
+                "domains": target.domain_count, "moved": moved, "dropped": dropped or 0}
 
     def _abort(self, source: str, olds: list[str], added: list[str], epoch: int,
                old: Placement) -> None:
         """A failed switch before any old shard adopted it: lift the freeze, kill the new
-        shards by name (so their names are free for the next attempt)."""
+        shards by name (so their names are free for the next attempt), and drop the copies
+        old shards received as owners-to-be (garbage under the old ring)."""
         for sid in olds:
             handle = self.tree.handles.get(sid)
             if handle is not None:
@@ -288,6 +285,7 @@ class Rebalancer:
                     handle.set_placement(epoch, old).result()
         for sid in added:
             self.tree.forget(sid)
+        self.collect_garbage(source)
         event(log, "ring.scale_aborted", level=logging.WARNING, source=source)
 
     # ---- recovering an interrupted switch ----------------------------------------------
@@ -339,17 +337,35 @@ class Rebalancer:
             self._save_shards(source, len(ring), self._epoch())
         return decision.action == "forward" or lagging or orphans > 0 or bool(staged)
 
-    def collect_garbage(self, source: str) -> None:
-        """After a recovered switch: each shard drops what it no longer holds."""
+    def collect_garbage(self, source: str) -> int | None:
+        """Each shard of the source drops what it no longer holds (after a switch).
+        -> records dropped, or None if a shard did not answer: the source is then put in
+        the host's `garbage`, and the manager tries again each tick until every shard
+        answered (a copy left behind could resurface a deleted key at a later switch)."""
         placement = self.host.layouts[source].placement
         epoch = self._epoch()
+        calls = self._calls()
         pendings = [(sid, h.drop_unowned(epoch, placement))
                     for sid, h in self.tree.handles.items() if sid in placement.ring.shard_ids]
-        dropped = 0
-        for _sid, pending in pendings:
-            with contextlib.suppress(MemclusterError):  # dead: its replacement starts clean
+        dropped, complete = 0, len(pendings) == len(placement.ring.shard_ids)
+        for sid, pending in pendings:
+            try:
                 dropped += int(pending.result())
-        event(log, "ring.garbage_collected", source=source, dropped=dropped)
+            except (Timeout, ShardUnavailable):
+                try:
+                    dropped += int(calls.run(lambda sid=sid: self.tree.handles[sid]
+                                             .drop_unowned(epoch, placement).result()))
+                except (MemclusterError, KeyError):
+                    complete = False
+            except MemclusterError:
+                complete = False
+        if complete:
+            self.host.garbage.discard(source)
+        else:
+            self.host.garbage.add(source)
+        event(log, "ring.garbage_collected", source=source, dropped=dropped,
+              complete=complete)
+        return dropped if complete else None
 
     # ---- shared steps ------------------------------------------------------------------
 
@@ -384,16 +400,24 @@ class Rebalancer:
 
     def _all(self, sids: Iterable[str], call: Callable[[Any], Any]) -> list[Any]:
         """`call(handle)` on every shard of `sids`, sent at once, each retried on timeouts;
-        their results in order."""
+        their results in order. Every answer is awaited before an error is raised, so no
+        call of this step can land after the caller moved on (e.g. a freeze after the
+        rollback that lifted it)."""
         handles = self.tree.handles
         pendings = [(s, call(handles[s])) for s in sids]
         retry = self._calls()
-        out = []
+        out: list[Any] = []
+        failure: BaseException | None = None
         for sid, pending in pendings:
             try:
-                out.append(pending.result())
-            except (Timeout, ShardUnavailable):
-                out.append(retry.run(lambda sid=sid: call(handles[sid]).result()))
+                try:
+                    out.append(pending.result())
+                except (Timeout, ShardUnavailable):
+                    out.append(retry.run(lambda sid=sid: call(handles[sid]).result()))
+            except MemclusterError as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         return out
 
 

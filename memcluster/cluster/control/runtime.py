@@ -17,6 +17,7 @@ needs to decide when each message arrives, which Ray's API has no place for.
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -101,6 +102,9 @@ class Scheduler(Protocol):
 
     def sleep(self, seconds: float) -> None: ...
 
+    def uniform(self, low: float, high: float) -> float:
+        """A random float in [low, high] (jitter; seeded in the simulator)."""
+
     def start(self, fn: Callable[[], None], name: str) -> None:
         """Run `fn` on a daemon thread of its own."""
 
@@ -121,6 +125,9 @@ class ThreadScheduler:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
+
+    def uniform(self, low: float, high: float) -> float:
+        return random.uniform(low, high)
 
     def start(self, fn: Callable[[], None], name: str) -> None:
         threading.Thread(target=fn, name=name, daemon=True).start()

@@ -92,6 +92,9 @@ class TreeHost(Protocol):
     def membership(self) -> Any:
         """The coordinator's `Membership` (heartbeats), or None."""
 
+    def crash(self, reason: str) -> None:
+        """The manager cannot go on (its root supervisor gave up): exit, and be restarted."""
+
     def heartbeat_for(self, sid: str) -> Callable[[dict[str, Any]], None] | None:
         """The callable a new shard incarnation beats with (None: no heartbeats)."""
 
@@ -115,7 +118,8 @@ class ShardTree:
         self.incarnations: dict[str, str] = {}        # shard id -> its current incarnation
         self.restarts = 0
         self.restarts_by_source: dict[str, int] = {}
-        self._attachable: set[str] = set()            # first start: attach to a live actor
+        self._attachable: set[str] = set()            # may be spawned without a restart
+        self._replace: set[str] = set()               # reported dead: replace, not attach
         self._hb_seen: dict[str, str] = {}            # shard id -> incarnation seen beating
         self._redis_ok_since: float | None = None
 
@@ -131,7 +135,7 @@ class ShardTree:
                                          terminator=self._terminator(),
                                          on_event=self._on_supervisor_event,
                                          on_give_up=self._root_gave_up, clock=sched.now,
-                                         lock=sched.lock())
+                                         lock=sched.lock(), start_failures="restart")
         for name, layout in self.host.layouts.items():
             self._attachable.update(layout.placement.ring.shard_ids)
             spec = SupervisionSpec.from_dict(layout.spec.supervision or None,
@@ -139,23 +143,21 @@ class ShardTree:
             sup = Supervisor.with_spec(
                 [self._child(sid) for sid in layout.placement.ring.shard_ids], spec, name=name,
                 terminator=self._terminator(), on_event=self._on_supervisor_event,
-                clock=sched.now, lock=sched.lock())
+                clock=sched.now, lock=sched.lock(), start_failures="restart")
             self.supervisors[name] = sup
             self.root.add_child(sup.as_child(), start=False)
         return self.root
 
     def _terminator(self) -> CallbackTerminator:
-        runtime = self.host.runtime
-
-        def stop(handle: ShardActorHandle, timeout: float) -> bool:
-            try:
-                handle.close(timeout=timeout).result()
-            except MemclusterError:
-                return False     # then killed
-            runtime.kill_handle(handle)
+        """A supervisor "stopping" a shard only stops supervising it: the actor keeps its
+        data and runs on, and the next start re-attaches to it if it is healthy. Shards
+        die only when they are dead already (a restart replaces them), leave the ring
+        (`forget`) or the cluster stops (`kill_all`): killing healthy replicas because a
+        sibling failed, or a supervisor gave up, would lose data that no copy holds."""
+        def detach(handle: ShardActorHandle, timeout: float = 0.0) -> bool:
             return True
 
-        return CallbackTerminator(stop, runtime.kill_handle)
+        return CallbackTerminator(detach, detach)
 
     def _child(self, sid: str) -> ChildSpec:
         return ChildSpec(sid, lambda: self._start_shard(sid), "permanent",
@@ -178,25 +180,26 @@ class ShardTree:
         it and the new incarnation recovers from Redis)."""
         for name in self.host.layouts:
             self.failed[name] = "the root supervisor gave up"
-        event(log, "manager.crash", level=logging.ERROR, cluster=self.host.cluster,
-              reason="root supervisor gave up")
-        if self.host.exit_on_lost_lease:
-            import os
-
-            os._exit(1)
+        self.host.crash("the root supervisor gave up")
 
     # ---- starting shards ---------------------------------------------------------------
 
     def _start_shard(self, sid: str) -> ShardActorHandle:
-        """A supervisor child's start: first attach (or adopt a pre-spawned shard), later
-        replace: kill whatever runs under the name, spawn a new incarnation, hydrate it."""
+        """A supervisor child's start: attach to the live, healthy actor under the name
+        (a restarted manager, a sibling's restart, a supervisor started again), unless the
+        shard was reported dead: then replace it (kill, spawn a new incarnation, hydrate)."""
         with self._lock:
             layout = self.host.layouts[names.shard_source(sid)]
             hydrate = layout.placement.replicas > 1
-            if sid in self._attachable:
-                self._attachable.discard(sid)
-                handle = self.handles.get(sid) or self._attach(sid, layout)
-                return handle or self._spawn(sid, layout.placement, layout, hydrate=hydrate)
+            if sid not in self._replace:
+                handle = self._attach(sid, layout)
+                if handle is not None:
+                    return handle
+                if sid in self._attachable:   # never ran (a new cluster): a first spawn
+                    self._attachable.discard(sid)
+                    return self._spawn(sid, layout.placement, layout, hydrate=hydrate)
+            self._replace.discard(sid)
+            self._attachable.discard(sid)
             old = self.handles.pop(sid, None)
             if old is not None:
                 self.host.runtime.kill_handle(old)
@@ -208,13 +211,20 @@ class ShardTree:
             return self._spawn(sid, layout.placement, layout, hydrate=hydrate)
 
     def _attach(self, sid: str, layout: Layout) -> ShardActorHandle | None:
-        """Re-attach to a live shard actor (a restarted manager); None if there is none."""
+        """Re-attach to the live shard actor under `sid`'s name; None if there is none or
+        it does not answer (then it is killed: it is dead or wedged)."""
         runtime = self.host.runtime
-        handle = runtime.find(sid)
+        handle = self.handles.get(sid) or runtime.find(sid)
         if handle is None:
             return None
         try:
             info = handle.set_placement(self._epoch(), layout.placement).result()
+            if info["ring_version"] > layout.placement.ring.version:
+                # It adopted a switch that was rolled back (a message that landed late):
+                # nothing was written under that ring, so it goes back with the others.
+                event(log, "ring.forced_back", level=logging.WARNING, shard=sid,
+                      version=info["ring_version"], to=layout.placement.ring.version)
+                info = handle.set_placement(self._epoch(), layout.placement, True).result()
         except (ShardDied, Timeout, ShardUnavailable):
             self._free_name(sid)             # wedged or dying: replace it
             return None
@@ -357,7 +367,8 @@ class ShardTree:
         sched = self.host.sched
         return Retry(deadline=float(self.host.health["copy_timeout"]), delay=0.05,
                      max_delay=1.0, retry_on=(Timeout, ShardUnavailable),
-                     clock=sched.now, sleep=sched.sleep)
+                     clock=sched.now, sleep=sched.sleep,
+                     uniform=sched.uniform)
 
     # ---- health checks -----------------------------------------------------------------
 
@@ -371,10 +382,15 @@ class ShardTree:
             pendings = [(sid, h, h.ping(timeout=timeout)) for sid, h in watched]
             lapsed = self._lapsed_heartbeats()
             dead: list[tuple[str, ShardActorHandle, str]] = []
+            stale_freeze: list[tuple[str, ShardActorHandle]] = []
             for sid, handle, pending in pendings:
                 try:
-                    pending.result()
+                    info = pending.result()
                     self.misses[sid] = 0
+                    if info.get("frozen"):   # no rebalance runs while we hold the lock
+                        stale_freeze.append((sid, handle))
+                    if info.get("pending"):  # writes short of W: finish them (not awaited)
+                        handle.settle()
                 except ShardDied:
                     dead.append((sid, handle, "died"))
                     continue
@@ -387,6 +403,7 @@ class ShardTree:
                     dead.append((sid, handle, "heartbeat lapsed"))
             for sid, handle, why in dead:
                 event(log, "shard.dead", level=logging.WARNING, shard=sid, reason=why)
+                self._replace.add(sid)
                 self.misses[sid] = 0
                 self._hb_seen.pop(sid, None)
                 hyd = self.hydrations.get(sid)
@@ -394,6 +411,10 @@ class ShardTree:
                     hyd.abandon()
                 sup = self.supervisors[names.shard_source(sid)]
                 sup.child_exited(sid, "crash", handle=handle)
+            for sid, handle in stale_freeze:  # a freeze that landed after its rebalance
+                layout = self.host.layouts[names.shard_source(sid)]
+                with contextlib.suppress(MemclusterError):
+                    handle.set_placement(self._epoch(), layout.placement).result()
             return [sid for sid, _, _ in dead]
 
     def _supervised(self, sid: str) -> bool:
@@ -434,8 +455,9 @@ class ShardTree:
         return lapsed
 
     def report_crash(self, sid: str) -> None:
-        """Report `sid` crashed to its supervisor (which restarts it per its strategy)."""
+        """Report `sid` crashed to its supervisor (which replaces it per its strategy)."""
         with self._lock:
+            self._replace.add(sid)
             handle = self.handles.get(sid)
             self.supervisors[names.shard_source(sid)].child_exited(sid, "crash", handle=handle)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from memcluster.cluster import names, session
@@ -57,7 +58,8 @@ from memcluster.ops import Op
 class ClientDirectory:
     """The client's cached directory: placements from the manager, shard handles by name."""
 
-    def __init__(self, cluster: str, manager: session.ManagerHandle) -> None:
+    def __init__(self, cluster: str, manager: session.ManagerHandle, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cluster = cluster
         self.namespace = names.ray_namespace(cluster)
         self.manager = manager
@@ -66,6 +68,7 @@ class ClientDirectory:
         self.calls = 0  # shard calls made (one per shard per routing phase)
         self.info: dict[str, Any] = {}
         self._placements: dict[str, Placement] = {}
+        self._clock = clock
         self._reloaded_at = 0.0
         self._stale = False  # set by StaleRing or a ring hint: re-read before routing
         self.reload()
@@ -129,7 +132,7 @@ class ClientDirectory:
 
     def forget(self, sid: str) -> None:
         self._handles.pop(sid, None)
-        now = time.monotonic()
+        now = self._clock()
         if now - self._reloaded_at >= 1.0:  # a dead shard may mean a failed source: re-read
             self._reloaded_at = now
             stale = self._stale

@@ -9,8 +9,8 @@ Core types:
   * `ShardControl` — the control path the manager uses, each method typed: lifecycle
     (`open`, `ping`, `close`), the ring (`set_placement`, `freeze`), handoff (`export`,
     `accept_handoff`, `drop_unowned`, `drop_keys`, `holds`), hydration
-    (`finish_hydration`) and `stats`. Every call that changes state carries the manager's
-    fencing epoch; an older epoch is refused with `FencedOut`.
+    (`finish_hydration`), `settle` (pending writes) and `stats`. Every call that changes
+    state carries the manager's fencing epoch; an older epoch is refused with `FencedOut`.
 
 Implemented by `ShardHandle` (a Ray actor), `LocalShard` (an in-process `ShardCore`, for
 unit tests) and the simulator's shards (`tests/sim`). Handoff is part of the contract, not
@@ -48,8 +48,10 @@ class ShardLink(Protocol):
     def submit(self, ring_version: int, ops: Sequence[Op]) -> Call[list[Any]]:
         """Start a batch of client ops; the result is one entry per op."""
 
-    def replicate(self, ring_version: int, ops: Sequence[Op]) -> Call[list[Any]]:
-        """Start a batch of ReplicateOps and DeleteOps forwarded by a primary."""
+    def replicate(self, ring_version: int, ops: Sequence[Op],
+                  sender: tuple[str, str] | None = None) -> Call[list[Any]]:
+        """Start a batch of ReplicateOps and DeleteOps forwarded by a primary (`sender`:
+        its shard id and incarnation)."""
 
 
 class ShardControl(Protocol):
@@ -63,15 +65,18 @@ class ShardControl(Protocol):
 
     def close(self, timeout: float | None = None) -> Call[None]: ...
 
-    def set_placement(self, epoch: int, placement: Placement) -> Call[dict[str, Any]]:
-        """Adopt a newer placement (never an older ring) and lift a rebalance freeze."""
+    def set_placement(self, epoch: int, placement: Placement,
+                      force: bool = False) -> Call[dict[str, Any]]:
+        """Adopt a newer placement (an older ring only with `force`) and lift a freeze."""
 
     def freeze(self, epoch: int) -> Call[None]:
         """Refuse writes (transiently) while a rebalance copies the last changes."""
 
     def export(self, cursor: str | None, limit: int = EXPORT_PAGE,
-               max_bytes: int = EXPORT_PAGE_BYTES) -> Call[tuple[list[Record], str | None]]:
-        """A page of every live record; cursor None in the answer means "no more pages"."""
+               max_bytes: int = EXPORT_PAGE_BYTES, fence: tuple[str, str] | None = None
+               ) -> Call[tuple[list[Record], str | None]]:
+        """A page of every live record; cursor None in the answer means "no more pages".
+        `fence`: the hydrating incarnation the page is for (see `ShardCore.export`)."""
 
     def accept_handoff(self, epoch: int, records: Sequence[Record]) -> Call[int]:
         """Install copied records, keeping higher versions; -> how many were installed."""
@@ -88,6 +93,9 @@ class ShardControl(Protocol):
     def drop_keys(self, epoch: int, keys: Sequence[tuple[str, str]]) -> Call[int]: ...
 
     def stats(self, timeout: float | None = None) -> Call[dict[str, Any]]: ...
+
+    def settle(self) -> Call[int]:
+        """Finish the writes still short of their replicas; -> how many stay pending."""
 
 
 __all__ = ["EXPORT_PAGE", "EXPORT_PAGE_BYTES", "Call", "ShardControl", "ShardLink"]

@@ -96,12 +96,13 @@ class ShardHandle(ControlCalls):
         return Pending(self._wire.remote(ring_version, _inline(payload)), self.shard_id,
                        self.timeout, ops)
 
-    def replicate(self, ring_version: int, ops: Sequence[Op]) -> Pending:
+    def replicate(self, ring_version: int, ops: Sequence[Op],
+                  sender: tuple[str, str] | None = None) -> Pending:
         """Forward a primary's records and deletes (the replica concurrency group)."""
         payload = wire.encode_ops(ops)
         assert payload is not None, "replicate batches hold ReplicateOps and DeleteOps only"
-        return Pending(self._replicate.remote(ring_version, _inline(payload)), self.shard_id,
-                       self.timeout, ops)
+        return Pending(self._replicate.remote(ring_version, _inline(payload), sender),
+                       self.shard_id, self.timeout, ops)
 
     def _call(self, method: str, *args: Any, timeout: float | None = None,
               group: str | None = None) -> Pending:
@@ -173,9 +174,10 @@ class ShardActor(ShardCore):
         out = self.apply_batch(ring_version, ops)
         return out if isinstance(out, MemclusterError) else wire.encode_results(out)
 
-    def replicate_wire(self, ring_version: int, payload: bytes) -> bytes | MemclusterError:
+    def replicate_wire(self, ring_version: int, payload: bytes,
+                       sender: tuple[str, str] | None = None) -> bytes | MemclusterError:
         """`replicate_batch` for a batch in the compact wire format."""
-        out = self.replicate_batch(ring_version, wire.decode_ops(payload))
+        out = self.replicate_batch(ring_version, wire.decode_ops(payload), sender)
         return out if isinstance(out, MemclusterError) else wire.encode_results(out)
 
 

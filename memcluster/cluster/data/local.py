@@ -56,15 +56,17 @@ class ControlCalls:
     def close(self, timeout: float | None = None) -> Call[None]:
         return self._call("close", timeout=timeout)
 
-    def set_placement(self, epoch: int, placement: Placement) -> Call[dict[str, Any]]:
-        return self._call("set_placement", epoch, placement)
+    def set_placement(self, epoch: int, placement: Placement,
+                      force: bool = False) -> Call[dict[str, Any]]:
+        return self._call("set_placement", epoch, placement, force)
 
     def freeze(self, epoch: int) -> Call[None]:
         return self._call("freeze", epoch)
 
     def export(self, cursor: str | None, limit: int = EXPORT_PAGE,
-               max_bytes: int = EXPORT_PAGE_BYTES) -> Call[tuple[list[Record], str | None]]:
-        return self._call("export", cursor, limit, max_bytes)
+               max_bytes: int = EXPORT_PAGE_BYTES, fence: tuple[str, str] | None = None
+               ) -> Call[tuple[list[Record], str | None]]:
+        return self._call("export", cursor, limit, max_bytes, fence)
 
     def accept_handoff(self, epoch: int, records: Sequence[Record]) -> Call[int]:
         return self._call("accept_handoff", epoch, list(records))
@@ -84,6 +86,9 @@ class ControlCalls:
     def stats(self, timeout: float | None = None) -> Call[dict[str, Any]]:
         return self._call("stats", timeout=timeout)
 
+    def settle(self) -> Call[int]:
+        return self._call("settle")
+
 
 class LocalShard(ControlCalls):
     """A `ShardCore` called in-process: every call is already done when it returns."""
@@ -95,8 +100,9 @@ class LocalShard(ControlCalls):
     def submit(self, ring_version: int, ops: Sequence[Op]) -> Done:
         return self._call("apply_batch", ring_version, ops)
 
-    def replicate(self, ring_version: int, ops: Sequence[Op]) -> Done:
-        return self._call("replicate_batch", ring_version, ops)
+    def replicate(self, ring_version: int, ops: Sequence[Op],
+                  sender: tuple[str, str] | None = None) -> Done:
+        return self._call("replicate_batch", ring_version, ops, sender)
 
     def _call(self, method: str, *args: Any, timeout: float | None = None,
               group: str | None = None) -> Done:
@@ -129,7 +135,7 @@ class MissingShard:
     def __init__(self, shard_id: str) -> None:
         self.shard_id = shard_id
 
-    def submit(self, ring_version: int, ops: Sequence[Op]) -> Done:
+    def submit(self, ring_version: int, ops: Sequence[Op], *_: Any) -> Done:
         return Done(error=ShardRecovering(f"shard {self.shard_id} is not running"))
 
     replicate = submit

@@ -12,13 +12,18 @@ records and deletes to the key's other replicas (`Peers`, their `replicate` path
 never refused for being a replica), waits until W - 1 of them acknowledged, and only then
 installs them locally and answers. So nothing a caller can read from the primary is held
 by fewer than W shards, and a write whose replicas did not acknowledge is not applied at
-the primary at all (its result is `QuorumNotReached`: retried under the same op id it is
-applied once). The version such a failed write used is "burned" for this incarnation, so
-a later write of the key never reuses it: a replica that did install the failed copy then
-gets a strictly higher version, never a different record at the same version. A replica
-holding a HIGHER version than the primary's record refuses it, and that copy does not
-count toward W. The rejected alternative, the client writing the primary and then the
-replicas, let a reader see a write on the primary that a crash then lost.
+the primary (its result is `QuorumNotReached`). If a replica may hold it anyway (it
+acknowledged, or the call failed after it was sent), the write stays *pending* on its
+key: the next op on the key (its own retry under the same op id included) first sends
+the very same record again and, once W copies hold it, installs it and answers the retry
+with it; until then other writes of the key are refused. `settle()` does the same for
+every pending key (the manager asks when a ping reports some), so replicas converge even
+when nobody writes the key again. So a pending write either takes effect late (exactly
+once) or, if the primary dies first, its replacement hydrates it from the replica that
+holds it: versions never skip and never fork. A replica holding a HIGHER version than the
+primary's record refuses it, and that copy does not count toward W. The rejected
+alternative, the client writing the primary and then the replicas, let a reader see a
+write on the primary that a crash then lost.
 
 N = 1 skips all that: the batch goes to the backend as is (`MemoryBackend.apply_batch`).
 
@@ -45,7 +50,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import replace
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -118,8 +122,14 @@ class ShardCore:
         self.op_stats = OpStats()
         self._lock = threading.Lock()         # the backend: one caller at a time
         self._recent: dict[str, Any] = {}     # op id -> result, oldest first
-        self._burned: dict[Where, int] = {}   # versions sent by writes that failed quorum
+        # Writes short of W that a replica may hold: key -> (record or None for a delete,
+        # [(op id, result)] of the ops that made it), finished by `_settle`.
+        self._pending: dict[Where, tuple[Record | None, list[tuple[str, Any]]]] = {}
         self._deleted_while_hydrating: set[Where] = set()
+        # shard id -> its incarnation now, told by that incarnation's hydration: a
+        # primary's replicates from an older incarnation (in flight when it died) are
+        # refused, so none lands after its replacement copied this shard.
+        self._peer_incarnations: dict[str, str] = {}
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self._beating = threading.Event()
@@ -159,7 +169,8 @@ class ShardCore:
     def ping(self) -> dict[str, Any]:
         return {"shard_id": self.shard_id, "incarnation": self.incarnation,
                 "ring_version": self.ring_version, "epoch": self.epoch,
-                "hydrating": self.hydrating, "frozen": self.frozen, "pid": os.getpid()}
+                "hydrating": self.hydrating, "frozen": self.frozen,
+                "pending": len(self._pending), "pid": os.getpid()}
 
     # ---- data path: client ops ---------------------------------------------------------
 
@@ -202,25 +213,61 @@ class ShardCore:
         return None
 
     def _apply_replicated(self, ops: Sequence[Any], placement: Placement) -> list[Any]:
-        """The primary's path for N > 1: stage, replicate, then install (module docstring)."""
+        """The primary's path for N > 1: settle pending keys, stage, replicate, then
+        install (module docstring)."""
         start = time.perf_counter()
+        if self._pending:
+            touched = {(op.namespace, op.key) for op in ops if op.key is not None}
+            if not touched.isdisjoint(self._pending):
+                self._settle(touched & set(self._pending), placement)
         with self._lock:
             results, staged, observed = self._stage(ops)
         committed, maybe_sent, failure = self._replicate(staged, placement)
         failed = set(staged) - committed
         with self._lock:
-            self._install(staged, committed, maybe_sent)
+            self._install(staged, committed)
         if failed:
+            why = (f"fewer than {placement.write_quorum} copies acknowledged ({failure})")
+            made: dict[Where, list[tuple[str, Any]]] = {}
             for i, op in enumerate(ops):
                 where = (op.namespace, op.key) if op.key is not None else None
                 if where in failed and (op.kind in _KEYED_WRITES or i in observed):
-                    results[i] = QuorumNotReached(
-                        f"{op.key!r}: fewer than {placement.write_quorum} copies "
-                        f"acknowledged ({failure})")
+                    op_id = getattr(op, "op_id", None)
+                    if op.kind in _KEYED_WRITES and op_id is not None:
+                        made.setdefault(where, []).append((op_id, results[i]))
+                    results[i] = QuorumNotReached(f"{op.key!r}: {why}")
+            with self._lock:
+                for where in failed & maybe_sent:
+                    self._pending[where] = (staged[where], made.get(where, []))
         with self._lock:
             self._remember(ops, results)
         self._observe(ops, results, time.perf_counter() - start)
         return results
+
+    def _settle(self, wheres: set[Where], placement: Placement) -> None:
+        """Send pending writes of `wheres` again; those W copies now hold are installed
+        and their ops' results remembered (a retry gets them); the rest stay pending."""
+        with self._lock:
+            batch = {w: self._pending[w][0] for w in wheres if w in self._pending}
+            owned = {w for w in batch
+                     if placement.preference(w[1], w[0])[0] == self.shard_id}
+            for w in set(batch) - owned:    # no longer our key (a ring switch): not ours
+                del self._pending[w], batch[w]
+        if not batch:
+            return
+        committed, _maybe, _why = self._replicate(batch, placement)
+        with self._lock:
+            self._install(batch, committed)
+            for where in committed:
+                _record, made = self._pending.pop(where)
+                for op_id, result in made:
+                    self._recent[op_id] = result
+
+    def settle(self) -> int:
+        """Finish the pending writes whose replicas answer now; -> how many stay pending."""
+        if self._pending and self.placement is not None and not self.hydrating:
+            self._settle(set(self._pending), self.placement)
+        return len(self._pending)
 
     def _stage(self, ops: Sequence[Any]) -> tuple[list[Any], dict[Where, Record | None],
                                                  set[int]]:
@@ -247,6 +294,10 @@ class ShardCore:
                 results.append(self._apply_one(op))
                 continue
             where = (op.namespace, op.key)
+            if kind in _KEYED_WRITES and where in self._pending:
+                results.append(QuorumNotReached(f"{op.key!r}: an earlier write of the key "
+                                                "is still short of its replicas"))
+                continue
             current = staged[where] if where in staged else live[where]
             try:
                 if kind == "retrieve":
@@ -258,7 +309,7 @@ class ShardCore:
                     results.append(current is not None)
                 else:
                     store = op if kind == "store" else backend.update_store_op(op, current)
-                    record = self._unburned(store.record_after(current, now))
+                    record = store.record_after(current, now)
                     staged[where] = record
                     results.append(record)
             except MemclusterError as exc:
@@ -267,13 +318,6 @@ class ShardCore:
             if kind in _READS and where in staged:
                 observed.add(i)
         return results, staged, observed
-
-    def _unburned(self, record: Record) -> Record:
-        """`record` with a version above any this incarnation sent in a failed write."""
-        burned = self._burned.get((record.namespace, record.key))
-        if burned is not None and record.version <= burned:
-            return replace(record, version=burned + 1)
-        return record
 
     def _replicate(self, staged: Mapping[Where, Record | None], placement: Placement
                    ) -> tuple[set[Where], set[Where], str]:
@@ -336,36 +380,31 @@ class ShardCore:
             batch = [DeleteOp(w[1], w[0]) if staged[w] is None else ReplicateOp(staged[w])
                      for w in wheres]
             try:
-                calls.append((sid, wheres, self.peers.link(sid).replicate(ring_version, batch)))
+                calls.append((sid, wheres, self.peers.link(sid).replicate(
+                    ring_version, batch, (self.shard_id, self.incarnation))))
             except MemclusterError as exc:
                 calls.append((sid, wheres, _Failed(exc)))
         return calls
 
-    def _install(self, staged: Mapping[Where, Record | None], committed: set[Where],
-                 maybe_sent: set[Where]) -> None:
-        """Apply the committed keys locally; burn the versions of the others that a replica
-        may hold (a later write of the key must not reuse them)."""
-        backend = self.backend
-        assert backend is not None
-        batch: list[Any] = []
-        for where, record in staged.items():
-            if where not in committed:
-                if record is not None and where in maybe_sent:
-                    self._burned[where] = max(self._burned.get(where, 0), record.version)
-                continue
-            self._burned.pop(where, None)
-            batch.append(DeleteOp(where[1], where[0]) if record is None
-                         else ReplicateOp(record))
+    def _install(self, staged: Mapping[Where, Record | None], committed: set[Where]) -> None:
+        """Apply the committed keys locally (caller holds the lock)."""
+        batch = [DeleteOp(where[1], where[0]) if record is None else ReplicateOp(record)
+                 for where, record in staged.items() if where in committed]
         if batch:
-            backend.apply_batch(batch, return_exceptions=False)
+            self.backend.apply_batch(batch, return_exceptions=False)  # type: ignore[union-attr]
 
     # ---- data path: the replica side ----------------------------------------------------
 
-    def replicate_batch(self, ring_version: int, ops: Sequence[Any]
-                        ) -> list[bool] | MemclusterError:
+    def replicate_batch(self, ring_version: int, ops: Sequence[Any],
+                        sender: tuple[str, str] | None = None) -> list[bool] | MemclusterError:
         """Install what a primary forwards: ReplicateOps (True if this shard now holds that
         version: installed, or an equal copy was already here; False if it holds a newer
-        one) and DeleteOps (True). Accepted while hydrating; never refused as a replica."""
+        one) and DeleteOps (True). Accepted while hydrating; refused (`FencedOut`) only
+        from a `sender` (shard id, incarnation) that a newer incarnation replaced."""
+        if sender is not None:
+            current = self._peer_incarnations.get(sender[0])
+            if current is not None and current != sender[1]:
+                return FencedOut(f"shard {sender[0]} incarnation {sender[1]} was replaced")
         if ring_version < self.ring_version:
             return StaleRing(f"shard {self.shard_id} is on ring {self.ring_version}, "
                              f"caller on {ring_version}", current=self.ring_version)
@@ -463,10 +502,13 @@ class ShardCore:
             raise ShardRecovering(f"shard {self.shard_id} is not open")
         return self.backend
 
-    def set_placement(self, epoch: int, placement: Placement) -> dict[str, Any]:
-        """Adopt `placement` unless its ring is older than ours; lift a rebalance freeze."""
+    def set_placement(self, epoch: int, placement: Placement, force: bool = False
+                      ) -> dict[str, Any]:
+        """Adopt `placement` unless its ring is older than ours (`force`: even then, for a
+        manager putting back a shard that adopted a switch it rolled back); lift a
+        rebalance freeze."""
         self._fence(epoch)
-        if placement.ring.version >= self.ring_version:
+        if force or placement.ring.version >= self.ring_version:
             self.placement = placement
             self._ring_version = placement.ring.version
         self.frozen = False
@@ -478,10 +520,15 @@ class ShardCore:
         self.frozen = True
 
     def export(self, cursor: str | None = None, limit: int = EXPORT_PAGE,
-               max_bytes: int = EXPORT_PAGE_BYTES) -> tuple[list[Record], str | None]:
+               max_bytes: int = EXPORT_PAGE_BYTES, fence: tuple[str, str] | None = None
+               ) -> tuple[list[Record], str | None]:
         """A page of every live record (all namespaces), at most `limit` records and about
         `max_bytes` encoded bytes (a page over it is asked again, smaller, from the same
-        cursor; a single record larger than `max_bytes` still travels alone)."""
+        cursor; a single record larger than `max_bytes` still travels alone). `fence`:
+        (shard id, incarnation) of the hydrating shard this page is for; replicates from
+        its earlier incarnations are refused from now on."""
+        if fence is not None:
+            self._peer_incarnations[fence[0]] = fence[1]
         with self._lock:
             backend = self._opened()
             while True:
