@@ -51,7 +51,6 @@ DELEGATES: dict[str, str] = {
     "status": "memcluster.cluster.commands:status",
     "scale": "memcluster.cluster.commands:scale",
     "bench": "memcluster.cluster.commands:bench",
-    "mcp": "memcluster.integrations.mcp:main",
 }
 
 
@@ -455,6 +454,28 @@ def demo_surface(args: argparse.Namespace) -> Iterator[MemorySurface]:
             yield mem
 
 
+def cmd_mcp(args: argparse.Namespace) -> int:
+    """`memcluster mcp`: the memory tools as an MCP server, on stdio or `--http HOST:PORT`."""
+    try:
+        from memcluster.integrations import auth, mcp
+    except ImportError as exc:
+        raise CommandFailed(f"'mcp' needs the mcp extra (pip install 'memcluster[mcp]'): "
+                            f"{exc}") from None
+    if not args.http:
+        if args.token_file:
+            raise UsageError("--token-file needs --http (stdio has no bearer tokens)")
+        with open_surface(args) as mem:
+            mcp.serve_stdio(mem, namespace=args.namespace)
+        return 0
+    host, port = mcp.parse_address(args.http)
+    tokens = auth.load_tokens(args.token_file)
+    if tokens is not None and args.namespace is not None:
+        raise UsageError("--namespace conflicts with bearer tokens (each token has its own)")
+    with open_surface(args) as mem:
+        mcp.serve_http(mem, host, port, tokens=tokens, namespace=args.namespace)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     board: int | None = None
     if args.local or args.config:
@@ -555,8 +576,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, required=True)
     p = add("bench", "measure throughput and latency")
     p.add_argument("--seconds", type=float, default=5.0)
-    p = add("mcp", "serve the memory tools as an MCP server over stdio")
+    p = add("mcp", "serve the memory tools as an MCP server (stdio, or streamable HTTP)")
     p.add_argument("--namespace", "-n", default=None, help="bind the tools to a namespace")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
+                        "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
 
     p = add("demo", "several agents share memory through the LLM tools")
     p.add_argument("--agents", type=int, default=4)
@@ -628,6 +654,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             return SURFACE_COMMANDS[args.command](args, mem)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "mcp":
+        return cmd_mcp(args)
     return run_delegate(args.command, args)
 
 
