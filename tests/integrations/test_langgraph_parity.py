@@ -247,6 +247,9 @@ def test_per_put_fields_override_and_unindexed_items_come_last_unscored(memory, 
     assert "doc5" in keys(store.search(("test",)))
     with pytest.raises(InvalidValue):
         store.put(("test",), "bad", {"a": 1}, index="key0")  # type: ignore[arg-type]
+    with pytest.raises(InvalidValue):
+        store.put(("test",), "bad", {"a": 1}, index=[3])  # type: ignore[list-item]
+    assert store.get(("test",), "bad") is None
 
 
 @pytest.mark.parametrize("distance", ["cosine", "inner_product", "l2"])
@@ -408,17 +411,22 @@ def test_the_async_store_batches_concurrent_calls_and_guards_its_loop(memory, cl
             store.put(ns, "k", {"v": 1})
         with pytest.raises(asyncio.InvalidStateError):
             store.batch([SearchOp(ns)])
+        assert "must be created inside" in await asyncio.to_thread(_outside_a_loop, memory)
         await asyncio.to_thread(store.put, ns, "k", {"v": 1})     # another thread: fine
         assert (await asyncio.to_thread(store.get, ns, "k")).value == {"v": 1}
 
     asyncio.run(scenario())
 
 
+def _outside_a_loop(memory) -> str:
+    try:
+        AsyncMemclusterStore(memory)
+    except RuntimeError as exc:
+        return str(exc)
+    return "built"
+
+
 # ---- graphs that take a store ------------------------------------------------------------------
-
-
-class _Count(dict):
-    pass
 
 
 def test_a_store_injected_into_graph_nodes(memory):

@@ -47,14 +47,15 @@ DISTANCES = ("cosine", "inner_product", "l2")
 WHOLE = "$"
 
 
-def _paths(fields: Any, where: str) -> tuple[tuple[str, Any], ...]:
+def _paths(fields: Any, where: str, error: type[Exception] = ConfigError
+           ) -> tuple[tuple[str, Any], ...]:
     """Field paths with their tokenized form ("$" stays "$": the whole value)."""
     if fields is None:
         fields = [WHOLE]
     elif isinstance(fields, str):
         fields = [fields]
     if not isinstance(fields, (list, tuple)) or not all(isinstance(f, str) for f in fields):
-        raise ConfigError(f"{where}: must be a list of field paths (str)")
+        raise error(f"{where}: must be a list of field paths (str)")
     return tuple((f, WHOLE if f == WHOLE else tokenize_path(f)) for f in fields)
 
 
@@ -98,7 +99,7 @@ class StoreIndex:
 
     def texts(self, value: Mapping[str, Any], fields: Sequence[str] | None) -> list[str]:
         """The texts to embed for `value`: the store's fields, or a put's own `index` list."""
-        paths = self.paths if fields is None else _paths(list(fields), "index")
+        paths = self.paths if fields is None else _paths(list(fields), "index", InvalidValue)
         out: list[str] = []
         for _, path in paths:
             out.extend(get_text_at_path(value, path))

@@ -536,6 +536,15 @@ class AsyncMemclusterStore(BaseMemclusterStore, AsyncBatchedBaseStore):
     _sweeper_stop: asyncio.Event | None = None
     batch = AsyncBatchedBaseStore.batch
 
+    def __init__(self, memory: MemorySurface, source: str | None = None, **options: Any) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            self._task = None  # what AsyncBatchedBaseStore.__del__ reads
+            raise RuntimeError("AsyncMemclusterStore must be created inside a running event "
+                               "loop (in async code); use MemclusterStore elsewhere") from None
+        super().__init__(memory, source, **options)
+
     async def setup(self) -> None:
         """Nothing to migrate: memcluster sources create their storage when opened."""
 
