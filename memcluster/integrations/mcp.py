@@ -73,6 +73,8 @@ def build_server(memory: MemorySurface, namespace: Namespace = None, *,
     reads it from the request's token).
     """
     if namespace is not None:
+        if bind is not None:
+            raise ConfigError("give a namespace or a per-request bind, not both")
         codec.check_namespace(namespace)
     scope_of = bind or (lambda ctx: namespace)
 
