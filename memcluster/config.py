@@ -21,7 +21,6 @@ Decisions:
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Mapping
@@ -342,9 +341,25 @@ def _validate_source(entry: Any, path: str) -> dict[str, Any]:
         opts = {}
     if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
         raise ConfigError(f"{path}.opts: must be a mapping with string keys, got {_kind(opts)}")
-    out["opts"] = copy.deepcopy(dict(opts))
+    out["opts"] = _copy_plain(dict(opts))
     out["supervision"] = _validate_supervision(entry.get("supervision"), f"{path}.supervision")
     return out
+
+
+def _copy_plain(value: Any) -> Any:
+    """A copy of the dicts, lists and tuples in `value`; anything else kept as the same object.
+
+    Opts may hold a user's embedder (a function, a bound method whose object holds a lock
+    or a model): a deep copy would copy that object, or fail on it with a raw TypeError.
+    Only the containers are copied, so later edits to the caller's dict do not leak in.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_plain(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_copy_plain(v) for v in value)
+    return value
 
 
 def _validate_supervision(value: Any, path: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ extras="embedded,postgres,mysql,qdrant,langgraph,mcp"
 if [ "$mode" = "--test" ]; then
     # torch first, pinned to the CPU build: sentence-transformers would otherwise pull CUDA.
     "${pip[@]}" "torch==2.13.0"
-    extras="$extras,embeddings,test"
+    extras="$extras,embeddings,langmem,test"
 fi
 "${pip[@]}" -e ".[$extras]"
 

@@ -65,8 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", type=int, required=True)
     p = add("bench", "measure throughput and latency")
     p.add_argument("--seconds", type=float, default=5.0)
-    p = add("mcp", "serve the memory tools as an MCP server over stdio")
+    p = add("mcp", "serve the memory tools as an MCP server (stdio, or streamable HTTP)")
     p.add_argument("--namespace", "-n", default=None, help="bind the tools to a namespace")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
+                        "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
 
     p = add("demo", "several agents share memory through the LLM tools")
     p.add_argument("--agents", type=int, default=4)

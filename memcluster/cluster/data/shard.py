@@ -44,12 +44,11 @@ Keys a shard is primary for are only written by that shard's own client path.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
 from typing import Any, Protocol
 
@@ -57,6 +56,7 @@ from memcluster import codec
 from memcluster.backends.base import MemoryBackend
 from memcluster.backends.registry import create_backend
 from memcluster.cluster.data import scan
+from memcluster.cluster.data.applied import AppliedOps
 from memcluster.cluster.data.contract import EXPORT_PAGE, EXPORT_PAGE_BYTES, ShardLink
 from memcluster.cluster.data.placement import Placement
 from memcluster.errors import (
@@ -77,7 +77,6 @@ from memcluster.ops import (
     RetrieveOp,
 )
 
-RECENT_OP_IDS = 10_000
 _PAGE = 1000
 _READS = frozenset({"retrieve", "exists"})
 _KEYED_WRITES = frozenset({"store", "update", "delete"})
@@ -121,7 +120,7 @@ class ShardCore:
         self.clock = clock
         self.op_stats = OpStats()
         self._lock = threading.Lock()         # the backend: one caller at a time
-        self._recent: dict[str, Any] = {}     # op id -> result, oldest first
+        self.applied = AppliedOps()           # op id -> result: a retry applies once
         # Writes short of W that a replica may hold: key -> (record or None for a delete,
         # [(op id, result)] of the ops that made it), finished by `_settle`.
         self._pending: dict[Where, tuple[Record | None, list[tuple[str, Any]]]] = {}
@@ -188,11 +187,10 @@ class ShardCore:
             return self._apply_replicated(ops, placement)
         start = time.perf_counter()
         with self._lock:
-            if self._recent and not self._recent.keys().isdisjoint(
-                    [getattr(op, "op_id", None) for op in ops]):
+            if self.applied.any_of(ops):
                 return [self._apply_one(op) for op in ops]
             results = self.backend.apply_batch(ops)  # type: ignore[union-attr]
-            self._remember(ops, results)
+            self.applied.remember(ops, results)
         self._observe(ops, results, time.perf_counter() - start)
         return results
 
@@ -240,7 +238,7 @@ class ShardCore:
                 for where in failed & maybe_sent:
                     self._pending[where] = (staged[where], made.get(where, []))
         with self._lock:
-            self._remember(ops, results)
+            self.applied.remember(ops, results)
         self._observe(ops, results, time.perf_counter() - start)
         return results
 
@@ -261,7 +259,7 @@ class ShardCore:
             for where in committed:
                 _record, made = self._pending.pop(where)
                 for op_id, result in made:
-                    self._recent[op_id] = result
+                    self.applied.put(op_id, result)
 
     def settle(self) -> int:
         """Finish the pending writes whose replicas answer now; -> how many stay pending."""
@@ -287,8 +285,8 @@ class ShardCore:
         for i, op in enumerate(ops):
             kind = op.kind
             op_id = getattr(op, "op_id", None)
-            if op_id is not None and op_id in self._recent:
-                results.append(self._recall(op))
+            if op_id is not None and op_id in self.applied:
+                results.append(self.applied.recall(op))
                 continue
             if kind not in _READS and kind not in _KEYED_WRITES:
                 results.append(self._apply_one(op))
@@ -445,18 +443,11 @@ class ShardCore:
         for (kind, outcome), n in groups.items():
             self.op_stats.observe(kind, outcome, seconds * n / total, n)
 
-    def _recall(self, op: Any) -> Any:
-        """The remembered result of an op applied before (same op id)."""
-        done = self._recent[op.op_id]
-        if type(done) is tuple:  # a store's record, kept compact (see `_remember`)
-            return Record(op.key, op.value, op.namespace, dict(op.metadata), *done)
-        return done
-
     def _apply_one(self, op: Any) -> Any:
         """One op straight on the backend (caller holds the lock)."""
         op_id = getattr(op, "op_id", None)
-        if op_id is not None and op_id in self._recent:
-            return self._recall(op)
+        if op_id is not None and op_id in self.applied:
+            return self.applied.recall(op)
         try:
             if op.kind == "match_keys":
                 return scan.match_keys(self.backend, op)
@@ -465,29 +456,8 @@ class ShardCore:
             result = self.backend.apply(op)  # type: ignore[union-attr]
         except MemclusterError as exc:
             result = exc
-        self._remember((op,), (result,))
+        self.applied.remember((op,), (result,))
         return result
-
-    def _remember(self, ops: Iterable[Any], results: Iterable[Any]) -> None:
-        """Keep the results of ops with an id (at least the last `RECENT_OP_IDS`), so a
-        retried op is answered, not applied twice; trimmed in bulk, not per op.
-
-        A store's Record is kept as its (version, created, updated, expires): the rest is
-        the retried op's own, and a tuple of numbers is one object the garbage collector
-        ignores, where thousands of kept Records (and their dicts) made every full
-        collection of the shard slower."""
-        recent = self._recent
-        for op, result in zip(ops, results, strict=True):
-            op_id = getattr(op, "op_id", None)
-            if op_id is None or isinstance(result, MemclusterError):
-                continue
-            if type(result) is Record and op.kind == "store":
-                result = (result.version, result.created_at, result.updated_at,
-                          result.expires_at)
-            recent[op_id] = result
-        if len(recent) > 2 * RECENT_OP_IDS:
-            self._recent = dict(itertools.islice(recent.items(), len(recent) - RECENT_OP_IDS,
-                                                 None))
 
     # ---- control path (carries the manager's fencing epoch) ----------------------------
 
