@@ -19,6 +19,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import warnings
@@ -126,7 +127,15 @@ def test_every_object_carries_the_standard_labels(rendered) -> None:
     for name, docs in rendered.items():
         for where, tmpl in all_pod_templates(docs):
             labels = tmpl["metadata"]["labels"]
-            assert all(labels.get(k) for k in STANDARD_LABELS), f"[{name}] pods of {where}"
+            # Ray pods: no chart or app version, which would make KubeRay's Recreate
+            # restart the whole Ray cluster on every chart upgrade.
+            ray_pod = where == "head" or where.startswith("group ")
+            wanted = STANDARD_LABELS if not ray_pod else (
+                "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                "app.kubernetes.io/component")
+            assert all(labels.get(k) for k in wanted), f"[{name}] pods of {where}"
+            if ray_pod:
+                assert not {"helm.sh/chart", "app.kubernetes.io/version"} & set(labels)
 
 
 def test_no_helm_hooks_so_install_waits_on_nothing_but_its_objects(rendered) -> None:
@@ -467,10 +476,11 @@ def test_worker_groups_follow_the_values(rendered) -> None:
     assert groups["large"]["rayStartParams"]["object-store-memory"] == "2000000000"
 
 
-def test_an_upgrade_strategy_rolls_ray_pods_on_image_changes_not_on_config_changes(
+def test_an_upgrade_strategy_rolls_ray_pods_on_image_changes_only(
         helm, helm_tmp, rendered) -> None:
     """KubeRay's Recreate hashes the pod templates: an image change must change them (the
-    upgrade takes effect), a shard-count change must not (it would restart all of Ray)."""
+    upgrade takes effect); a shard-count change or a new chart version that changes nothing
+    in the pods must not (either would restart all of Ray)."""
     base = rendered["defaults"]
     assert ray_cluster(base)["spec"]["upgradeStrategy"] == {"type": "Recreate"}
     values = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -478,8 +488,18 @@ def test_an_upgrade_strategy_rolls_ray_pods_on_image_changes_not_on_config_chang
     sources[0]["shards"] = 8
     rescaled = render(helm, helm_tmp, {"memcluster": {"sources": sources}})
     new_image = render(helm, helm_tmp, {"image": {"tag": "0.1.1-ray2.60.0-py311"}})
+    chart = helm_tmp / "newer-chart"
+    shutil.copytree(CHART, chart, dirs_exist_ok=True)
+    meta = (chart / "Chart.yaml").read_text()
+    (chart / "Chart.yaml").write_text(meta.replace("version: 0.", "version: 9.")
+                                      .replace('appVersion: "0.1.0"', 'appVersion: "0.9.0"'))
+    newer_chart = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+                           tmp_dir=helm_tmp)
+    assert newer_chart.returncode == 0, newer_chart.stderr
+    newer_docs = [d for d in yaml.safe_load_all(newer_chart.stdout) if d]
     templates = [t for _, t in pod_templates(ray_cluster(base))]
     assert [t for _, t in pod_templates(ray_cluster(rescaled))] == templates
+    assert [t for _, t in pod_templates(ray_cluster(newer_docs))] == templates
     assert [t for _, t in pod_templates(ray_cluster(new_image))] != templates
     assert config_of(rescaled)["sources"][0]["shards"] == 8
     # ... and the config change rolls the watch pod, whose `up` applies it.

@@ -24,6 +24,7 @@ import pytest
 from tests.helm.chart_render import (
     FULLNAME,
     VALUE_SETS,
+    all_pod_templates,
     head_container,
     of_kind,
     ray_cluster,
@@ -99,18 +100,15 @@ def test_the_monitors_are_checked_where_enabled(rendered) -> None:
 
 
 def test_default_render_has_gcs_fault_tolerance_and_installs_nothing_at_start(rendered):
+    """Issue 19's "done when": GCS FT in the default render, no install step in any pod."""
     docs = rendered["defaults"]
     spec = ray_cluster(docs)["spec"]
     assert spec["gcsFaultToleranceOptions"]["redisAddress"]
     assert spec["upgradeStrategy"] == {"type": "Recreate"}
-    for doc in docs:
-        for template in ([doc["spec"]["template"]] if doc["kind"] in ("Deployment", "StatefulSet")
-                         else [g["template"] for g in [doc["spec"]["headGroupSpec"],
-                                                       *doc["spec"]["workerGroupSpecs"]]]
-                         if doc["kind"] == "RayCluster" else []):
-            assert "initContainers" not in template["spec"]
-            for c in template["spec"]["containers"]:
-                assert "pip" not in json.dumps(c.get("command", []) + c.get("args", []))
+    for where, template in all_pod_templates(docs):
+        assert "initContainers" not in template["spec"], where
+        for c in template["spec"]["containers"]:
+            assert "pip" not in json.dumps(c.get("command", []) + c.get("args", [])), where
 
 
 # ---- the checks catch what they are for ----------------------------------------------------
