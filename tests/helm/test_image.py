@@ -25,6 +25,8 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.helm.chart_render import REPO
 from tests.support import require_service
 
@@ -96,14 +98,20 @@ def layered_venv(path: Path) -> Path:
     return python
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without PYTHONPATH (the source tree must not leak in) or PIP_*."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))},
+            **extra}
+
+
 def run_install(python: Path, wheels: Path, extras: str, env: dict[str, str],
                 ) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PYTHON"))},
-           "PYTHON": str(python), **env}
     return subprocess.run(["sh", str(INSTALL), str(wheels), extras], capture_output=True,
-                          text=True, timeout=1800 if FULL else 300, env=env, cwd=wheels)
+                          text=True, timeout=1800 if FULL else 300, cwd=wheels,
+                          env=clean_env(PYTHON=str(python), **env))
 
 
+@pytest.mark.timeout(3600 if FULL else 300)
 def test_the_dockerfile_install_steps_work_in_a_clean_environment(tmp_path) -> None:
     context = build_context(tmp_path / "context")
     wheels = tmp_path / "wheels"
@@ -120,7 +128,7 @@ def test_the_dockerfile_install_steps_work_in_a_clean_environment(tmp_path) -> N
         python = tmp_path / "venv" / "bin" / "python"
         ray = f"ray[default]=={dockerfile_arg('RAY_VERSION')}"  # what the base image has
         subprocess.run([str(python), "-m", "pip", "install", "--quiet", ray], check=True,
-                       timeout=1800)
+                       timeout=1800, env=clean_env())
         result = run_install(python, wheels, dockerfile_arg("EXTRAS"), {})
     else:
         python = layered_venv(tmp_path / "venv")
@@ -131,7 +139,7 @@ def test_the_dockerfile_install_steps_work_in_a_clean_environment(tmp_path) -> N
     # The installed copy is the one that runs, not the source tree.
     where = subprocess.run([str(python), "-c", "import memcluster; print(memcluster.__file__)"],
                            capture_output=True, text=True, check=True, cwd=tmp_path,
-                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+                           env=clean_env())
     assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout
 
 
