@@ -44,7 +44,8 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
     fi
     apt-get update -qq
-    apt-get install -y -qq dpkg-dev golang-1.19-go etcd-server >/dev/null
+    apt-get install -y -qq dpkg-dev golang-1.19-go etcd-server \
+        golang-github-modern-go-reflect2-dev >/dev/null
     if [ ! -d "$work/src" ]; then
         mkdir -p "$work/src"
         (cd "$work/src" && apt-get source -qq --download-only kubernetes >/dev/null \
@@ -52,6 +53,12 @@ EOF
         (cd "$work/src/kubernetes" && for p in $(cat debian/patches/series 2>/dev/null); do
             patch -s -p1 < "debian/patches/$p"; done)
     fi
+    # The vendored reflect2 1.0.1 crashes under Go >= 1.18 (map iteration in json-iterator:
+    # the API server dies on its first custom resource); Debian's 1.0.2 is the fix.
+    reflect2="$work/src/kubernetes/vendor/github.com/modern-go/reflect2"
+    rm -f "$reflect2"/*.go "$reflect2"/*.s
+    cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go \
+        /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$reflect2/"
     log "building kube-apiserver from Debian's kubernetes source (slow, once)"
     # As debian/rules does: the 1.20 build runs in GOPATH mode through `make WHAT=...`.
     (cd "$work/src/kubernetes" && mkdir -p .go/src/k8s.io \
@@ -70,6 +77,7 @@ pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    cp "$run"/*.log "$work/" 2>/dev/null || true  # the last run's etcd and apiserver logs
     rm -rf "$run"
 }
 trap cleanup EXIT
@@ -102,9 +110,37 @@ log "kube-apiserver $(k version -o json 2>/dev/null | "$python" -c \
 
 # The RayCluster CRD is too large for client-side apply's annotation: create it. A newer
 # kubectl would check the CRDs against this older server's CRD schema and refuse fields
-# it does not know yet (x-kubernetes-validations); the server itself drops them.
+# it does not know yet (x-kubernetes-validations); the server itself drops them. 1.20
+# also refuses `default: ""` in a CRD schema (it reads it as null), so those defaults,
+# which only fill in empty strings, are dropped first (a list-map key that loses its
+# default is made required instead, as 1.20 demands; the chart always sets those keys).
 for crd in "$KUBERAY_CRD" "$SERVICEMONITOR_CRD" "$PODMONITOR_CRD"; do
-    k create --validate=false -f "$crd" >/dev/null
+    "$python" - "$crd" > "$run/crd.yaml" <<'PY'
+import sys, yaml
+
+def drop_empty_defaults(node):
+    """Drop `default: ""`; a list-map key left without a default becomes required
+    (1.20 wants one or the other)."""
+    if isinstance(node, dict):
+        if node.get("default") == "":
+            del node["default"]
+        for value in node.values():
+            drop_empty_defaults(value)
+        items = node.get("items") or {}
+        for key in node.get("x-kubernetes-list-map-keys", []):
+            prop = items.get("properties", {}).get(key, {})
+            if "default" not in prop and key not in items.get("required", []):
+                items.setdefault("required", []).append(key)
+    elif isinstance(node, list):
+        for value in node:
+            drop_empty_defaults(value)
+
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+for doc in docs:
+    drop_empty_defaults(doc)
+yaml.safe_dump_all(docs, sys.stdout)
+PY
+    k create --validate=false -f "$run/crd.yaml" >/dev/null
 done
 k wait --for condition=established --timeout 60s crd --all >/dev/null
 k create namespace memory >/dev/null
