@@ -33,6 +33,7 @@ SURFACE_COMMANDS: dict[str, Callable[[argparse.Namespace, MemorySurface], int]] 
 }
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cluster.up, "down": cluster.down, "status": cluster.status, "scale": cluster.scale,
+    "rebalance": cluster.rebalance,
     "bench": cluster.bench, "demo": demo.cmd_demo, "mcp": mcp.cmd_mcp,
 }
 USAGE_ERRORS = (UsageError, ConfigError, UnknownSource)

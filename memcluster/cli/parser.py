@@ -58,8 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("up", "start a cluster from a config file (embedded Ray/Redis if none given)")
     p.add_argument("config_file", nargs="?", metavar="CONFIG")
     p.add_argument("--name", help="cluster name (default: the file's name:)")
+    p.add_argument("--watch", action="store_true",
+                   help="stay, and start the cluster again whenever its manager is missing")
+    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+                   help="with --watch: how often to check (default: 10)")
     add("down", "stop the cluster")
     add("status", "show the cluster's sources, shards and health")
+    add("rebalance", "spread every source's shards over the eligible failure domains")
     p = add("scale", "change the number of shards of a source")
     p.add_argument("scale_source", metavar="SOURCE")
     p.add_argument("--shards", type=int, required=True)

@@ -56,6 +56,11 @@ class ClusterHandle:
         return ManagerHandle(self.manager, self.name).call("scale", source, shards,
                                                             idempotent=False)
 
+    def rebalance(self) -> dict[str, Any]:
+        """Spread every source over the eligible failure domains (see `memcluster
+        rebalance`); UnknownOutcome if the manager dies meanwhile."""
+        return ManagerHandle(self.manager, self.name).call("rebalance", idempotent=False)
+
     def connect(self, **kwargs: Any) -> ClusterMemory:
         return ClusterMemory(self.name, **kwargs)
 

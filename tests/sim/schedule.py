@@ -351,7 +351,7 @@ def _drive(cluster: Cluster, outcome: Outcome, faults: int | None) -> None:
 
 
 FAULTS = ("kill", "freeze", "slow_export", "slow_open", "crash_manager", "stall",
-          "lose_node", "scale", "scale_with_kill", "scale_with_stall")
+          "lose_node", "scale", "scale_with_kill", "scale_with_stall", "scale_with_crash")
 
 
 def _pick_fault(rng: Any) -> str:
@@ -410,6 +410,9 @@ def _inject(cluster: Cluster, fault: str, outcome: Outcome) -> None:
             live[rng.randrange(len(live))][1].crash()
         elif fault == "scale_with_stall":
             cluster.coord.stall(rng.uniform(0.3, 2.0))
+        elif fault == "scale_with_crash":      # the manager dies mid-scale, Ray restarts it
+            world.sleep(rng.uniform(0.0, 0.4))
+            cluster.crash_manager()
 
 
 def _scale(cluster: Cluster, shards: int, outcome: Outcome) -> None:

@@ -362,6 +362,10 @@ class ClusterManager:
             return []
         return self.tree.check()
 
+    def ping(self) -> str:
+        """Liveness for `memcluster up --watch` (answers once this manager exists)."""
+        return self.holder
+
     @_typed
     def restart_shard(self, sid: str) -> None:
         """Report `sid` crashed to its supervisor (which restarts it per its strategy)."""

@@ -260,6 +260,7 @@ class Rebalancer:
                     tree.handles[sid].set_placement(epoch, new).result()
         self._crash_point("scale.after_set_ring")
         host.layouts[source] = replace(layout, placement=new)
+        tree.switched(added)
         self._switch_ring(source, target.version, old.ring.version, epoch)
         self._crash_point("scale.after_switch")
         coordination.run(lambda: self._save_shards(source, len(new_ids), epoch))

@@ -95,6 +95,8 @@ class TreeHost(Protocol):
     def crash(self, reason: str) -> None:
         """The manager cannot go on (its root supervisor gave up): exit, and be restarted."""
 
+    garbage: set[str]     # sources whose garbage collection must run (again)
+
     def heartbeat_for(self, sid: str) -> Callable[[dict[str, Any]], None] | None:
         """The callable a new shard incarnation beats with (None: no heartbeats)."""
 
@@ -120,6 +122,7 @@ class ShardTree:
         self.restarts_by_source: dict[str, int] = {}
         self._attachable: set[str] = set()            # may be spawned without a restart
         self._replace: set[str] = set()               # reported dead: replace, not attach
+        self._targets: dict[str, Placement] = {}      # added by a switch not finished yet
         self._hb_seen: dict[str, str] = {}            # shard id -> incarnation seen beating
         self._redis_ok_since: float | None = None
 
@@ -190,14 +193,15 @@ class ShardTree:
         shard was reported dead: then replace it (kill, spawn a new incarnation, hydrate)."""
         with self._lock:
             layout = self.host.layouts[names.shard_source(sid)]
-            hydrate = layout.placement.replicas > 1
+            placement = self.placement_of(sid)
+            hydrate = placement.replicas > 1
             if sid not in self._replace:
                 handle = self._attach(sid, layout)
                 if handle is not None:
                     return handle
                 if sid in self._attachable:   # never ran (a new cluster): a first spawn
                     self._attachable.discard(sid)
-                    return self._spawn(sid, layout.placement, layout, hydrate=hydrate)
+                    return self._spawn(sid, placement, layout, hydrate=hydrate)
             self._replace.discard(sid)
             self._attachable.discard(sid)
             old = self.handles.pop(sid, None)
@@ -208,31 +212,60 @@ class ShardTree:
             self.restarts_by_source[source] = self.restarts_by_source.get(source, 0) + 1
             event(log, "shard.restart", level=logging.WARNING, shard=sid,
                   restarts=self.restarts)
-            return self._spawn(sid, layout.placement, layout, hydrate=hydrate)
+            return self._spawn(sid, placement, layout, hydrate=hydrate)
+
+    def placement_of(self, sid: str) -> Placement:
+        """The placement `sid` must have: its source's, or the target of the switch that
+        is adding it (until that switch finishes or is rolled back)."""
+        return self._targets.get(sid) or self.host.layouts[names.shard_source(sid)].placement
 
     def _attach(self, sid: str, layout: Layout) -> ShardActorHandle | None:
         """Re-attach to the live shard actor under `sid`'s name; None if there is none or
-        it does not answer (then it is killed: it is dead or wedged)."""
-        runtime = self.host.runtime
+        its health ping goes unanswered for `misses` ping timeouts (then it is killed: it
+        is dead or frozen). A shard that answers its ping but whose mailbox is slow (a
+        long export) is alive and keeps its data: it is adopted, and its placement is
+        brought in line now or by a later health check (`_align`)."""
+        runtime, health = self.host.runtime, self.host.health
         handle = self.handles.get(sid) or runtime.find(sid)
         if handle is None:
             return None
         try:
-            info = handle.set_placement(self._epoch(), layout.placement).result()
-            if info["ring_version"] > layout.placement.ring.version:
-                # It adopted a switch that was rolled back (a message that landed late):
-                # nothing was written under that ring, so it goes back with the others.
-                event(log, "ring.forced_back", level=logging.WARNING, shard=sid,
-                      version=info["ring_version"], to=layout.placement.ring.version)
-                info = handle.set_placement(self._epoch(), layout.placement, True).result()
+            info = handle.ping(timeout=float(health["ping_timeout"])
+                               * int(health["misses"])).result()
         except (ShardDied, Timeout, ShardUnavailable):
-            self._free_name(sid)             # wedged or dying: replace it
+            self._free_name(sid)             # dead or frozen: replace it
             return None
         self._adopt(sid, handle, info)
-        if info.get("hydrating"):            # the previous manager died mid-hydration
-            self._start_hydration(sid, handle, info["incarnation"], layout.placement)
+        try:
+            info = self._align(sid, handle, info, layout, wait=True)
+        except ShardDied:
+            self._free_name(sid)
+            return None
+        if info.get("hydrating"):            # the previous manager died mid-hydration:
+            self._start_hydration(sid, handle, info["incarnation"])
+            self.host.garbage.add(layout.spec.name)   # its copy may have followed a ring
         event(log, "shard.attached", shard=sid, incarnation=info["incarnation"])
         return handle
+
+    def _align(self, sid: str, handle: ShardActorHandle, info: Mapping[str, Any],
+               layout: Layout, *, wait: bool) -> Mapping[str, Any]:
+        """Give the shard this manager's placement (and epoch: it fences older managers)
+        and lift a freeze. A shard AHEAD of the layout adopted a switch that was rolled
+        back (a message that landed late); nothing was written under that ring, so it is
+        forced back with the others. -> its ping info (`info` if not waited for or it
+        did not answer in time: a later health check tries again)."""
+        placement = self.placement_of(sid)
+        ahead = info["ring_version"] > placement.ring.version
+        if ahead:
+            event(log, "ring.forced_back", level=logging.WARNING, shard=sid,
+                  version=info["ring_version"], to=placement.ring.version)
+        pending = handle.set_placement(self._epoch(), placement, ahead)
+        if not wait:
+            return info
+        try:
+            return pending.result()
+        except (Timeout, ShardUnavailable):
+            return info
 
     def _adopt(self, sid: str, handle: ShardActorHandle, info: Mapping[str, Any]) -> None:
         self.handles[sid] = handle
@@ -267,7 +300,7 @@ class ShardTree:
         if node is not None and "node_id" not in info:
             self.nodes[sid] = node
         if hydrate:
-            self._start_hydration(sid, handle, info["incarnation"], placement)
+            self._start_hydration(sid, handle, info["incarnation"])
         event(log, "shard.started", shard=sid, hydrating=hydrate, node=self.nodes.get(sid))
         return handle
 
@@ -294,6 +327,7 @@ class ShardTree:
     def add_shard(self, sid: str, layout: Layout, placement: Placement) -> None:
         """Spawn a shard a rebalance adds (on the target placement, empty: nothing to
         hydrate) and supervise it from the start (its first start adopts the spawned one)."""
+        self._targets[sid] = placement
         self._spawn(sid, placement, layout, hydrate=False)
         self._attachable.add(sid)
         self.supervisors[layout.spec.name].add_child(self._child(sid))
@@ -308,33 +342,45 @@ class ShardTree:
             if old is not None:
                 self.host.runtime.kill_handle(old)
             self.nodes[sid] = node
-            handle = self._spawn(sid, layout.placement, layout,
-                                 hydrate=layout.placement.replicas > 1)
+            placement = self.placement_of(sid)
+            handle = self._spawn(sid, placement, layout, hydrate=placement.replicas > 1)
             sup = self.supervisors[names.shard_source(sid)]
             sup.replace_handle(sid, handle)
 
     # ---- hydration ---------------------------------------------------------------------
 
-    def _start_hydration(self, sid: str, handle: ShardActorHandle, incarnation: str,
-                         placement: Placement) -> Hydration:
+    def _start_hydration(self, sid: str, handle: ShardActorHandle,
+                         incarnation: str) -> Hydration:
         """Copy `sid`'s keys back from the other shards on a thread; it serves after."""
-        others = tuple(s for s in placement.ring.shard_ids if s != sid)
         previous = self.hydrations.get(sid)
         if previous is not None:
             previous.abandon()
-        hyd = Hydration(sid, incarnation, others, clock=self.host.sched.wall)
-        self.hydrations[sid] = hyd
-        self.host.sched.start(lambda: self._hydrate(handle, hyd, placement),
-                              f"memcluster-hydrate-{sid}")
+        hyd = self._new_hydration(sid, incarnation)
+        self.host.sched.start(lambda: self._hydrate(handle, hyd), f"memcluster-hydrate-{sid}")
         return hyd
 
-    def _hydrate(self, handle: ShardActorHandle, hyd: Hydration, placement: Placement) -> None:
+    def _new_hydration(self, sid: str, incarnation: str) -> Hydration:
+        ring = self.placement_of(sid).ring
+        hyd = Hydration(sid, incarnation, tuple(s for s in ring.shard_ids if s != sid),
+                        clock=self.host.sched.wall, ring_version=ring.version)
+        self.hydrations[sid] = hyd
+        return hyd
+
+    def _hydrate(self, handle: ShardActorHandle, hyd: Hydration) -> None:
         """Copy from every source completely; a lost source is copied again from its
-        replacement next round. Ends when done, replaced, deposed or stopped."""
+        replacement next round. The copy follows the shard's placement as it is now: if a
+        ring switch changed it meanwhile, the copy starts over under the new ring (and
+        the source's garbage collection runs again for what the old one brought). Ends
+        when done, replaced, deposed or stopped."""
         sid = hyd.shard_id
-        host = self.host
         retry = self._copy_retry()
         while not self._stop.is_set() and self.handles.get(sid) is handle:
+            placement = self.placement_of(sid)
+            if placement.ring.version != hyd.ring_version:
+                hyd.abandon()
+                hyd = self._new_hydration(sid, hyd.incarnation)
+                self.host.garbage.add(names.shard_source(sid))
+                continue
             try:
                 for src in hyd.sources:
                     if src in hyd.done:
@@ -347,7 +393,7 @@ class ShardTree:
                               shard=sid, source=src, error=str(exc))
                         continue
                     hyd.source_done(src)
-                if hyd.complete:
+                if hyd.complete and self.placement_of(sid).ring.version == hyd.ring_version:
                     handle.finish_hydration(self._epoch()).result()
                     hyd.finish()
                     event(log, "shard.hydrated", shard=sid, copied=hyd.copied)
@@ -359,7 +405,7 @@ class ShardTree:
                       error=type(exc).__name__)
             except ValueError:            # abandoned meanwhile (replaced by a new one)
                 break
-            self._stop.wait(host.tick)
+            self._stop.wait(self.host.tick)
         hyd.abandon()
 
     def _copy_retry(self) -> Retry:
@@ -382,13 +428,16 @@ class ShardTree:
             pendings = [(sid, h, h.ping(timeout=timeout)) for sid, h in watched]
             lapsed = self._lapsed_heartbeats()
             dead: list[tuple[str, ShardActorHandle, str]] = []
-            stale_freeze: list[tuple[str, ShardActorHandle]] = []
+            misaligned: list[tuple[str, ShardActorHandle, Any]] = []
             for sid, handle, pending in pendings:
                 try:
                     info = pending.result()
                     self.misses[sid] = 0
-                    if info.get("frozen"):   # no rebalance runs while we hold the lock
-                        stale_freeze.append((sid, handle))
+                    # No rebalance runs while we hold the lock: a frozen shard or one on
+                    # another ring missed a step (a message lost or landed late).
+                    if info.get("frozen") or \
+                            info["ring_version"] != self.placement_of(sid).ring.version:
+                        misaligned.append((sid, handle, info))
                     if info.get("pending"):  # writes short of W: finish them (not awaited)
                         handle.settle()
                 except ShardDied:
@@ -411,10 +460,10 @@ class ShardTree:
                     hyd.abandon()
                 sup = self.supervisors[names.shard_source(sid)]
                 sup.child_exited(sid, "crash", handle=handle)
-            for sid, handle in stale_freeze:  # a freeze that landed after its rebalance
-                layout = self.host.layouts[names.shard_source(sid)]
+            for sid, handle, info in misaligned:
                 with contextlib.suppress(MemclusterError):
-                    handle.set_placement(self._epoch(), layout.placement).result()
+                    self._align(sid, handle, info, self.host.layouts[names.shard_source(sid)],
+                                wait=False)
             return [sid for sid, _, _ in dead]
 
     def _supervised(self, sid: str) -> bool:
@@ -463,6 +512,11 @@ class ShardTree:
 
     # ---- removing and finding shards ---------------------------------------------------
 
+    def switched(self, sids: Iterable[str]) -> None:
+        """The switch that added `sids` finished (their source's layout names them now)."""
+        for sid in sids:
+            self._targets.pop(sid, None)
+
     def forget(self, sid: str) -> None:
         """Stop supervising `sid` and kill it by name (it left the ring, or never joined)."""
         sup = self.supervisors[names.shard_source(sid)]
@@ -474,7 +528,8 @@ class ShardTree:
         with contextlib.suppress(MemclusterError):
             self._free_name(sid)
         self._attachable.discard(sid)
-        for table in (self.incarnations, self.hydrations, self.misses, self.nodes):
+        for table in (self.incarnations, self.hydrations, self.misses, self.nodes,
+                      self._targets):
             table.pop(sid, None)
 
     def kill_stray(self, sid: str) -> bool:

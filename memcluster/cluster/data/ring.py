@@ -66,38 +66,13 @@ class Ring:
         self.shard_ids = ids
         self.vnodes = vnodes
         self.domains: dict[str, str] = domains or {sid: sid for sid in ids}
-        ring = HashRing(nodes=list(ids), vnodes=vnodes)
-        self._hashi = ring.hashi
-        points = ring.get_points()
-        self._points = [p for p, _ in points]
-        owners = [o for _, o in points]
-        # For every point: the distinct shards met walking clockwise from it, one per
-        # domain first, then the ones skipped (same domain as an earlier one), in order.
-        dom = self.domains
-        prefs: list[tuple[str, ...]] = []
-        total = len(ids)
-        size = len(owners)
-        cache: dict[tuple[str, ...], tuple[str, ...]] = {}
-        for start in range(size):
-            seen: list[str] = []
-            i = start
-            while len(seen) < total:
-                owner = owners[i]
-                if owner not in seen:
-                    seen.append(owner)
-                i = (i + 1) % size
-            walk = tuple(seen)
-            ordered = cache.get(walk)
-            if ordered is None:
-                used: set[str] = set()
-                first: list[str] = []
-                rest: list[str] = []
-                for sid in walk:
-                    (rest if dom[sid] in used else first).append(sid)
-                    used.add(dom[sid])
-                ordered = cache[walk] = tuple(first + rest)
-            prefs.append(ordered)
-        self._prefs = prefs
+        key = (ids, vnodes, tuple(self.domains[sid] for sid in ids))
+        built = _BUILT.get(key)
+        if built is None:
+            built = _BUILT[key] = _build(ids, vnodes, self.domains)
+            while len(_BUILT) > _BUILT_MAX:
+                del _BUILT[next(iter(_BUILT))]
+        self._hashi, self._points, self._prefs = built
 
     def __setattr__(self, name: str, value: Any) -> None:
         if hasattr(self, "_prefs"):
@@ -157,6 +132,46 @@ class Ring:
         return cls(int(data["version"]), data["shard_ids"],
                    vnodes=int(data.get("vnodes", DEFAULT_VNODES)),
                    domains=data.get("domains"))
+
+
+# Rings are rebuilt whenever one crosses a process boundary (pickle) or is read from
+# Redis; the continuum and preference lists depend only on (ids, vnodes, domains), so
+# the last few are kept and shared (they are never mutated).
+_BUILT: dict[tuple[Any, ...], tuple[Any, list[int], list[tuple[str, ...]]]] = {}
+_BUILT_MAX = 32
+
+
+def _build(ids: tuple[str, ...], vnodes: int, dom: Mapping[str, str]
+           ) -> tuple[Any, list[int], list[tuple[str, ...]]]:
+    """The uhashring continuum and, for every point, its ordered shard list: the distinct
+    shards met walking clockwise, one per domain first, then the skipped ones in order."""
+    ring = HashRing(nodes=list(ids), vnodes=vnodes)
+    points = ring.get_points()
+    owners = [o for _, o in points]
+    prefs: list[tuple[str, ...]] = []
+    total = len(ids)
+    size = len(owners)
+    cache: dict[tuple[str, ...], tuple[str, ...]] = {}
+    for start in range(size):
+        seen: list[str] = []
+        i = start
+        while len(seen) < total:
+            owner = owners[i]
+            if owner not in seen:
+                seen.append(owner)
+            i = (i + 1) % size
+        walk = tuple(seen)
+        ordered = cache.get(walk)
+        if ordered is None:
+            used: set[str] = set()
+            first: list[str] = []
+            rest: list[str] = []
+            for sid in walk:
+                (rest if dom[sid] in used else first).append(sid)
+                used.add(dom[sid])
+            ordered = cache[walk] = tuple(first + rest)
+        prefs.append(ordered)
+    return ring.hashi, [p for p, _ in points], prefs
 
 
 def spread_domains(shard_ids: Iterable[str], count: int) -> dict[str, str]:
