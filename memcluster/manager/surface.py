@@ -45,7 +45,7 @@ from memcluster.errors import (
     UnknownSource,
     UnsupportedOperation,
 )
-from memcluster.model import Query, Record
+from memcluster.model import Query, Ranking, Record
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -287,14 +287,18 @@ class MemorySurface(ABC):
                namespace: str | tuple[str, ...] = "", limit: int | None = None,
                filter: Mapping[str, Any] | None = None, pattern: str | None = None,
                offset: int | None = None, order_by: str | None = None,
-               min_score: float | None = None) -> Steps:
+               min_score: float | None = None, mode: str | None = None,
+               ranking: Ranking | Mapping[str, Any] | None = None) -> Steps:
         """Records matching `query` (a Query, or a str meaning `Query(text=...)`).
 
-        Keyword arguments given (not None) override the query's fields.
+        Keyword arguments given (not None) override the query's fields. On a source whose
+        backend has search modes (vector): `mode` is "vector", "keyword" (BM25) or
+        "hybrid" (both, fused), default the source's `search_mode`; `ranking` (a
+        `Ranking` or a dict of its fields) mixes in recency and importance.
         """
         op = SearchOp.make(query, namespace=namespace, limit=limit, offset=offset,
                            filter=None if filter is None else dict(filter), pattern=pattern,
-                           order_by=order_by, min_score=min_score)
+                           order_by=order_by, min_score=min_score, mode=mode, ranking=ranking)
         return list(_first((yield self._source(source), [op])))
 
     @operation
