@@ -17,9 +17,14 @@ One re-entrant lock guards everything, so the backend is thread-safe even though
 behaviour only promises one caller at a time: the sweeper runs concurrently, and `update`
 runs the caller's function under the lock, which makes it atomic without a retry loop.
 
-Options: `cleanup_interval` (seconds between sweeps, default 30; 0 or None: no sweeper)
-and `max_items` (a bound on stored records; a write of a new key beyond it raises
-`CapacityExceeded`, a write to an existing key still succeeds).
+Options: `cleanup_interval` (seconds between sweeps, default 30; 0 or None: no sweeper),
+`max_items` and `max_bytes` (bounds on the records and on their encoded key, value and
+metadata bytes, per backend instance, so per shard) and `eviction` (`reject`, the
+default: a write that needs room raises `CapacityExceeded`; or `lru`, `lfu`, `ttl-first`:
+see `memcluster.backends.eviction`). Expired records make room first. Only a primary
+write evicts: `replicate` never evicts nor refuses (a replica follows its primary);
+`drain_evicted()` hands the shard the keys evicted in the current `apply_batch`, to
+delete on the replicas, so they evict exactly what their primary did.
 """
 
 from __future__ import annotations
@@ -29,12 +34,13 @@ import heapq
 import json
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from memcluster import codec
-from memcluster.backends.base import Capabilities, MemoryBackend
-from memcluster.errors import CapacityExceeded, ConfigError, InvalidValue, VersionConflict
+from memcluster.backends.base import Capabilities, MemoryBackend, check_options
+from memcluster.backends.eviction import Capacity, Slot, soonest_expiring
+from memcluster.errors import ConfigError, InvalidValue, VersionConflict
 from memcluster.model import Page, Query, Record, new_record
 from memcluster.ops import (
     ClearOp,
@@ -51,7 +57,7 @@ from memcluster.ops import (
 from memcluster.query import check_filter, match_filter, match_pattern, run, searchable_text
 
 SWEEP_SLICE = 1000  # entries removed per lock hold by the sweeper
-_OPTIONS = ("cleanup_interval", "max_items")
+_OPTIONS = ("cleanup_interval", "max_items", "max_bytes", "eviction")
 
 
 class _Entry(NamedTuple):
@@ -89,22 +95,6 @@ def _record(namespace: str, key: str, entry: _Entry, *, value: bool = True) -> R
                   entry.expires)
 
 
-def _check_options(opts: Mapping[str, Any]) -> tuple[float | None, int | None]:
-    unknown = sorted(set(opts) - set(_OPTIONS))
-    if unknown:
-        raise ConfigError(f"memory backend: unknown option {unknown[0]!r} "
-                          f"(known: {', '.join(_OPTIONS)})")
-    interval = opts.get("cleanup_interval", 30)
-    if interval is not None and (isinstance(interval, bool)
-                                 or not isinstance(interval, (int, float)) or interval < 0):
-        raise ConfigError(f"cleanup_interval: must be a number of seconds >= 0, got {interval!r}")
-    max_items = opts.get("max_items")
-    if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int)
-                                  or max_items < 1):
-        raise ConfigError(f"max_items: must be an int >= 1, got {max_items!r}")
-    return (float(interval) if interval else None), max_items
-
-
 class MemoryStoreBackend(MemoryBackend):
     """Records in process memory; lost when the process ends (run with replicas >= 2)."""
 
@@ -121,14 +111,21 @@ class MemoryStoreBackend(MemoryBackend):
         self._heap: list[tuple[float, str, str]] = []  # (expires, namespace, key)
         self._size = 0
         self.cleanup_interval: float | None = None
-        self.max_items: int | None = None
+        self._capacity = Capacity()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        self.cleanup_interval, self.max_items = _check_options(opts)
+        check_options("memory", opts, _OPTIONS)
+        interval = opts.get("cleanup_interval", 30)
+        if interval is not None and (isinstance(interval, bool)
+                                     or not isinstance(interval, (int, float)) or interval < 0):
+            raise ConfigError(f"cleanup_interval: must be a number of seconds >= 0, "
+                              f"got {interval!r}")
+        self._capacity = Capacity.from_opts(opts, self._soonest_expiring)  # the bounds
+        self.cleanup_interval = float(interval) if interval else None
         if self.cleanup_interval:
             self._sweeper = threading.Thread(
                 target=_sweep_loop, args=(weakref.ref(self), self._stop, self.cleanup_interval),
@@ -146,6 +143,7 @@ class MemoryStoreBackend(MemoryBackend):
             self._sorted.clear()
             self._heap.clear()
             self._size = 0
+            self._capacity.clear()
 
     def held(self) -> int:
         """Entries held in memory, including expired ones not yet removed."""
@@ -157,7 +155,7 @@ class MemoryStoreBackend(MemoryBackend):
             self._purge(now, limit=None)
             return {**super().info(), "records": self._size,
                     "namespaces": sum(1 for d in self._data.values() if d),
-                    "max_items": self.max_items, "cleanup_interval": self.cleanup_interval}
+                    **self._capacity.info(), "cleanup_interval": self.cleanup_interval}
 
     # ---- internals (call with the lock held) ---------------------------------------------
 
@@ -176,6 +174,7 @@ class MemoryStoreBackend(MemoryBackend):
         if entry is not None:
             self._size -= 1
             self._sorted.pop(namespace, None)
+            self._capacity.removed((namespace, key), self._size_of(key, entry))
             if not table:
                 del self._data[namespace]
         return entry
@@ -184,9 +183,12 @@ class MemoryStoreBackend(MemoryBackend):
         table = self._data.get(namespace)
         if table is None:
             table = self._data[namespace] = {}
-        if key not in table:
+        old = table.get(key)
+        if old is None:
             self._size += 1
             self._sorted.pop(namespace, None)
+        self._capacity.added((namespace, key), self._size_of(key, entry)
+                             - (0 if old is None else self._size_of(key, old)))
         table[key] = entry
         if entry.expires is not None:
             heapq.heappush(self._heap, (entry.expires, namespace, key))
@@ -210,13 +212,49 @@ class MemoryStoreBackend(MemoryBackend):
                 self._remove(namespace, key)
         return pops
 
-    def _make_room(self, new_keys: int, now: float) -> None:
-        if self.max_items is None or self._size + new_keys <= self.max_items:
+    def _size_of(self, key: str, entry: _Entry) -> int:
+        """What `max_bytes` counts for a record: its key, value and metadata, encoded."""
+        if not self._capacity.counts_bytes:
+            return 0
+        return len(key.encode("utf-8", "surrogatepass")) + len(entry.blob) + len(entry.meta or b"")
+
+    def _make_room(self, items: int, size: int, keep: Collection[Slot], now: float) -> None:
+        """Room for `items` more records and `size` more bytes: expired records go first,
+        then the policy's victims (never a slot in `keep`: the write's own), all or none;
+        CapacityExceeded (nothing evicted) when the write cannot fit."""
+        capacity = self._capacity
+        if capacity.fits(self._size, items, size):
             return
         self._purge(now, limit=None)
-        if self._size + new_keys > self.max_items:
-            raise CapacityExceeded(f"memory backend is full: {self._size} of max_items="
-                                   f"{self.max_items} records held, {new_keys} more needed")
+
+        def size_of(slot: Slot) -> int | None:
+            entry = self._data.get(slot[0], {}).get(slot[1])
+            return None if entry is None else self._size_of(slot[1], entry)
+
+        victims = capacity.victims(self._size, items, size, keep, size_of)
+        for slot in victims:
+            self._remove(*slot)
+        capacity.record(victims)
+
+    def _soonest_expiring(self) -> Iterator[Slot]:
+        """The `ttl-first` victims: live records with a TTL, soonest expiry first."""
+        return soonest_expiring(self._heap, lambda ns, key: getattr(
+            self._data.get(ns, {}).get(key), "expires", None))
+
+    def apply_batch(self, ops: Iterable[Any], *, return_exceptions: bool = True) -> list[Any]:
+        """`MemoryBackend.apply_batch`, with a fresh list of evictions to drain after it."""
+        with self._lock:
+            self._capacity.begin_batch()
+        try:
+            return super().apply_batch(ops, return_exceptions=return_exceptions)
+        finally:
+            self._capacity.end_batch()  # the sweeper never touches the batch's state
+
+    def drain_evicted(self) -> list[Slot]:
+        """The (namespace, key)s evicted since the current `apply_batch` began (or since
+        the last drain), oldest first; the list is emptied."""
+        with self._lock:
+            return self._capacity.drain()
 
     def _sorted_keys(self, namespace: str) -> list[str]:
         keys = self._sorted.get(namespace)
@@ -245,7 +283,7 @@ class MemoryStoreBackend(MemoryBackend):
         the per-entry work inlined (no `_live`/`_put` calls, no expired-entry removal: an
         expired entry is simply replaced). A bounded store takes the plain path below.
         """
-        if self.max_items is not None:
+        if self._capacity.bounded:
             return self._store_many_bounded(ops)
         data = self._data
         with self._lock:  # "now" read under the lock: updated_at follows the version order
@@ -300,13 +338,16 @@ class MemoryStoreBackend(MemoryBackend):
             return out
 
     def _store_many_bounded(self, ops: Sequence[StoreOp]) -> list[Record]:
+        """CAS checks, then room for the batch (`_make_room`), then the writes."""
         with self._lock:
+            self._capacity.begin_write()
             now = self.clock()
-            versions: dict[tuple[str, str], int] = {}
+            versions: dict[Slot, int] = {}
+            current: dict[Slot, _Entry | None] = {}
             for op in ops:
                 slot = (op.namespace, op.key)
                 if slot not in versions:
-                    entry = self._live(op.namespace, op.key, now)
+                    entry = current[slot] = self._live(op.namespace, op.key, now)
                     versions[slot] = entry.version if entry is not None else 0
                 expected = op.expected_version
                 if expected is not None and versions[slot] != expected:
@@ -314,8 +355,12 @@ class MemoryStoreBackend(MemoryBackend):
                         f"key {op.key!r} is at version {versions[slot]}, expected {expected}",
                         key=op.key, expected=expected, actual=versions[slot])
                 versions[slot] += 1
-            self._make_room(sum(1 for (ns, k) in versions
-                                if k not in self._data.get(ns, ())), now)
+            final = {(op.namespace, op.key): op for op in ops}  # the last write wins
+            size = sum(self._size_of(op.key, _Entry(op.blob, _encode_meta(op.metadata), 0, 0,
+                                                    0, None))
+                       - (0 if current[slot] is None else self._size_of(op.key, current[slot]))
+                       for slot, op in final.items()) if self._capacity.counts_bytes else 0
+            self._make_room(sum(1 for e in current.values() if e is None), size, current, now)
             return [self._write(op, self._live(op.namespace, op.key, now), now,
                                 None if op.ttl is None else now + op.ttl) for op in ops]
 
@@ -323,6 +368,8 @@ class MemoryStoreBackend(MemoryBackend):
         now = self.clock()
         with self._lock:
             entry = self._live(op.namespace, op.key, now)
+            if entry is not None and self._capacity.tracks_use:
+                self._capacity.policy.used((op.namespace, op.key))
         return None if entry is None else _record(op.namespace, op.key, entry)
 
     def retrieve_many(self, ops: Sequence[RetrieveOp]) -> list[Record | None]:
@@ -335,6 +382,10 @@ class MemoryStoreBackend(MemoryBackend):
             for op in ops:
                 table = data.get(op.namespace)
                 entries.append(table.get(op.key) if table else None)
+            if self._capacity.tracks_use:
+                for op, entry in zip(ops, entries, strict=True):
+                    if entry is not None and entry.live(now):
+                        self._capacity.policy.used((op.namespace, op.key))
         decode, record = codec.decode, new_record
         return [None if e is None or (e.expires is not None and e.expires <= now) else
                 record(op.key, decode(e.blob), op.namespace,
@@ -372,9 +423,12 @@ class MemoryStoreBackend(MemoryBackend):
                 expires: float | None = now + op.ttl
             else:
                 expires = current.expires if current is not None else None
-            if current is None:
-                self._make_room(1, now)
             store = StoreOp(op.key, blob, op.namespace, metadata)
+            if self._capacity.bounded:
+                self._capacity.begin_write()
+                size = self._size_of(op.key, _Entry(blob, _encode_meta(metadata), 0, 0, 0, None)
+                                     ) - (0 if current is None else self._size_of(op.key, current))
+                self._make_room(int(current is None), size, [(op.namespace, op.key)], now)
             return self._write(store, current, now, expires)
 
     def clear(self, op: ClearOp) -> int:
@@ -386,6 +440,8 @@ class MemoryStoreBackend(MemoryBackend):
                 table = self._data.pop(namespace, None) or {}
                 self._sorted.pop(namespace, None)
                 self._size -= len(table)
+                for key, entry in table.items():
+                    self._capacity.removed((namespace, key), self._size_of(key, entry))
                 removed += sum(1 for e in table.values() if e.live(now))
             if op.namespace is None:
                 self._heap.clear()
@@ -480,9 +536,7 @@ class MemoryStoreBackend(MemoryBackend):
         with self._lock:
             current = self._live(rec.namespace, rec.key, now)
             if current is not None and current.version >= rec.version:
-                return False
-            if current is None:
-                self._make_room(1, now)
+                return False  # no room check: a replica follows its primary (see above)
             entry = _Entry(codec.encode(rec.value), _encode_meta(meta), rec.version,
                            rec.created_at, rec.updated_at, rec.expires_at)
             self._put(rec.namespace, rec.key, entry)
