@@ -245,3 +245,4 @@ class SourceSpec:
     write_quorum: int | None = None
     supervision: dict[str, Any] = field(default_factory=dict)
     read_quorum: int | None = None  # cluster: replicas compared per read (None/1 = primary)
+    consolidation: dict[str, Any] | None = None  # see memcluster.consolidation.check_config
