@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from memcluster import logs
-from memcluster.cli import cluster, data, demo, mcp
+from memcluster.cli import cluster, data, demo, mcp, serve
 from memcluster.cli.output import ENV_CLUSTER, PROG, CommandFailed, UsageError, emit, table
 from memcluster.cli.parser import build_parser
 from memcluster.errors import ConfigError, MemclusterError, UnknownSource
@@ -34,6 +34,7 @@ SURFACE_COMMANDS: dict[str, Callable[[argparse.Namespace, MemorySurface], int]] 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cluster.up, "down": cluster.down, "status": cluster.status, "scale": cluster.scale,
     "bench": cluster.bench, "demo": demo.cmd_demo, "mcp": mcp.cmd_mcp,
+    "serve": serve.cmd_serve,
 }
 USAGE_ERRORS = (UsageError, ConfigError, UnknownSource)
 
