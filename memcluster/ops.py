@@ -171,7 +171,7 @@ class SearchOp:
     namespace: str = ""
     key: None = None
     mode: str | None = None
-    ranking: Ranking | None = field(default=None, compare=False)
+    ranking: Ranking | None = None
     parts: bool = False
     kind: ClassVar[str] = "search"
 
