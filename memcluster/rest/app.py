@@ -105,11 +105,13 @@ def create_app(memory: MemorySurface, *, tokens: TokenTable | None = None,
         app.add_exception_handler(exc_class, handler)
     bearer = HTTPBearer(auto_error=False, description="A token bound to one namespace.")
 
-    def caller(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-               asked: Annotated[str | None, Query(
-                   alias="namespace",
-                   description="Only without tokens (or equal to the token's own).")] = None
-               ) -> str:
+    async def caller(  # async: FastAPI would run a plain function in a thread per request
+            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+            asked: Annotated[str | None, Query(
+                alias="namespace",
+                description="Only without tokens (or equal to the token's own).")] = None
+            ) -> str:
+        """The namespace this request acts in (see the module docstring)."""
         if tokens is None:
             return namespace if namespace is not None else codec.check_namespace(asked or "")
         principal = tokens.lookup(credentials.credentials) if credentials else None
