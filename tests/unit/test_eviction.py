@@ -169,7 +169,8 @@ def test_a_replica_fed_writes_and_evictions_stays_equal_to_its_primary(policy, b
     """What the shard does: after each primary batch, forward the written records as
     ReplicateOps and the drained evictions as deletes; the replica then holds exactly
     what the primary holds. Random operations (seed printed on failure)."""
-    seed = int(os.environ.get("MEMCLUSTER_TEST_SEED", "0")) ^ zlib.crc32(f"{policy}{bound}".encode())
+    seed = int(os.environ.get("MEMCLUSTER_TEST_SEED", "0")) ^ zlib.crc32(
+        f"{policy}{bound}".encode())
     rng = random.Random(seed)
     clock = FakeClock()
     primary = bounded(clock, eviction=policy, **bound)
