@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from memcluster.consolidation import check_config as check_consolidation
 from memcluster.errors import ConfigError
 from memcluster.model import SourceSpec
 
@@ -43,7 +44,7 @@ DEFAULT_METRICS_PORT = 9464
 _TOP_KEYS = ("name", "redis_url", "ray_address", "metrics_port", "max_value_bytes", "sources",
              "health", "placement")
 _SOURCE_KEYS = ("name", "backend", "description", "default", "shards", "replicas",
-                "write_quorum", "read_quorum", "opts", "supervision")
+                "write_quorum", "read_quorum", "opts", "supervision", "consolidation")
 _SUPERVISION_KEYS = ("strategy", "intensity", "period")
 # Cluster health checks and timeouts (seconds; lease_ttl in seconds too). Tests shorten them.
 # open_timeout bounds a new shard's open (a backend may load a model or a big file);
@@ -166,11 +167,13 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
 def memory_source(name: str, backend: Any, *, description: str = "", default: bool = False,
                   opts: Mapping[str, Any] | None = None, shards: int = 1,
                   replicas: int | None = None, write_quorum: int | None = None,
-                  supervision: Mapping[str, Any] | None = None) -> SourceSpec:
+                  supervision: Mapping[str, Any] | None = None,
+                  consolidation: Mapping[str, Any] | None = None) -> SourceSpec:
     """Describe one named memory source (the Python form of a `sources:` entry).
 
     `backend` is a registered name (`memory`, `sqlite`, ...), a dotted path, or a
-    MemoryBackend subclass. Raises `ConfigError` naming the bad field.
+    MemoryBackend subclass. `consolidation`: see `memcluster.consolidation.check_config`.
+    Raises `ConfigError` naming the bad field.
     """
     entry: dict[str, Any] = {"name": name, "backend": backend, "description": description,
                              "default": default, "opts": {} if opts is None else opts,
@@ -178,6 +181,8 @@ def memory_source(name: str, backend: Any, *, description: str = "", default: bo
                              "write_quorum": write_quorum}
     if supervision is not None:
         entry["supervision"] = supervision
+    if consolidation is not None:
+        entry["consolidation"] = consolidation
     path = f"memory_source({name!r})" if isinstance(name, str) else "memory_source"
     return _make_spec(_validate_source(entry, path))
 
@@ -343,6 +348,9 @@ def _validate_source(entry: Any, path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}.opts: must be a mapping with string keys, got {_kind(opts)}")
     out["opts"] = _copy_plain(dict(opts))
     out["supervision"] = _validate_supervision(entry.get("supervision"), f"{path}.supervision")
+    if entry.get("consolidation") is not None:
+        check_consolidation(entry["consolidation"], f"{path}.consolidation")
+        out["consolidation"] = _copy_plain(dict(entry["consolidation"]))
     return out
 
 
@@ -423,4 +431,5 @@ def _make_spec(src: dict[str, Any]) -> SourceSpec:
     return SourceSpec(name=src["name"], backend=src["backend"], description=src["description"],
                       default=src["default"], opts=src["opts"], shards=src["shards"],
                       replicas=src["replicas"], write_quorum=src["write_quorum"],
-                      supervision=src["supervision"], read_quorum=src.get("read_quorum"))
+                      supervision=src["supervision"], read_quorum=src.get("read_quorum"),
+                      consolidation=src.get("consolidation"))

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from memcluster import codec
 from memcluster.errors import VersionConflict
-from memcluster.model import Query, Record, fast_constructor
+from memcluster.model import Query, Ranking, Record, check_mode, fast_constructor
 
 _counter = itertools.count()
 _PROCESS = os.urandom(6).hex()
@@ -163,15 +163,25 @@ class UpdateOp:
 
 @dataclass(frozen=True, slots=True)
 class SearchOp:
+    """Search one namespace. `mode` (vector | keyword | hybrid) and `ranking` (recency and
+    importance weights) apply to text queries on backends that declare them in their
+    capabilities; None means the source's default. `parts=True` asks a backend that can
+    for its raw candidates (`memcluster.retrieval.Candidates`) instead of records, so a
+    scatter merge can rank across shards; a backend that cannot returns records."""
+
     query: Query
     namespace: str = ""
     key: None = None
+    mode: str | None = None
+    ranking: Ranking | None = None
+    parts: bool = False
     kind: ClassVar[str] = "search"
 
     @classmethod
     def make(cls, query: Query | str | None = None, *, namespace: Any = "",
-             **overrides: Any) -> SearchOp:
-        return cls(Query.of(query, **overrides), codec.check_namespace(namespace))
+             mode: Any = None, ranking: Any = None, **overrides: Any) -> SearchOp:
+        return cls(Query.of(query, **overrides), codec.check_namespace(namespace), None,
+                   check_mode(mode), Ranking.of(ranking))
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +239,13 @@ class ReplicateOp:
     """Install `record` as is unless a live copy with a version >= its version exists.
 
     Used by replication, hydration and rebalancing; idempotent by construction.
+    `attachment` is what the sending backend derived from the record and offers so the
+    receiver need not derive it again (`MemoryBackend.attachments`: the vector backend's
+    embedding); a receiver that cannot use it ignores it.
     """
 
     record: Record = field(compare=False)
+    attachment: bytes | None = field(default=None, compare=False)
     kind: ClassVar[str] = "replicate"
 
     @property

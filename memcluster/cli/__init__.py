@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from memcluster import logs
-from memcluster.cli import cluster, data, demo, mcp
+from memcluster.cli import cluster, data, demo, mcp, serve
 from memcluster.cli.output import ENV_CLUSTER, PROG, CommandFailed, UsageError, emit, table
 from memcluster.cli.parser import build_parser
 from memcluster.errors import ConfigError, MemclusterError, UnknownSource
@@ -35,6 +35,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cluster.up, "down": cluster.down, "status": cluster.status, "scale": cluster.scale,
     "rebalance": cluster.rebalance,
     "bench": cluster.bench, "demo": demo.cmd_demo, "mcp": mcp.cmd_mcp,
+    "serve": serve.cmd_serve,
 }
 USAGE_ERRORS = (UsageError, ConfigError, UnknownSource)
 

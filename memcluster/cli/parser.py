@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
                         "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
 
+    p = add("serve", "serve the memory as a REST API (OpenAPI at /openapi.json)")
+    p.add_argument("--http", required=True, metavar="HOST:PORT",
+                   help="the address to listen on, e.g. 127.0.0.1:8080")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
+                        "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
+    p.add_argument("--namespace", "-n", default=None,
+                   help="without tokens: bind every request to this namespace")
+
     p = add("demo", "several agents share memory through the LLM tools")
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--facts", type=int, default=5)

@@ -17,7 +17,7 @@ if os.environ.get("PYTHONHASHSEED") != "0":
     os.execve(sys.executable, [sys.executable, "-m", "tests.sim", *sys.argv[1:]],
               {**os.environ, "PYTHONHASHSEED": "0"})
 
-from tests.sim.schedule import run_schedule  # noqa: E402
+from tests.sim.schedule import run_schedule
 
 
 def main() -> int:

@@ -111,14 +111,14 @@ class SimShard:
                 value = getattr(self.core, method)(*args)
                 reply: Any = pickle.loads(pickle.dumps(value))
                 error = None
-            except BaseException as exc:  # noqa: BLE001 - crosses back like Ray's errors
+            except BaseException as exc:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 reply, error = None, exc
             latency = self.runtime.latency()
 
             def answer(fut: Future = fut, reply: Any = reply,
-                       error: BaseException | None = error) -> None:
+                       error: BaseException | None = error, latency: float = latency) -> None:
                 self.world.sleep(latency)
                 fut.resolve(reply, error)
 

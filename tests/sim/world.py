@@ -72,7 +72,7 @@ class World:
                 fn()
             except Crashed:
                 pass
-            except BaseException as exc:  # noqa: BLE001 - recorded, the run reports it
+            except BaseException as exc:
                 if not owner.dead and not self.closed:
                     self.errors.append((name or getattr(fn, "__name__", "?"), exc))
 
@@ -166,7 +166,7 @@ class World:
                     g.throw(Crashed())
                 except Crashed:
                     pass
-                except BaseException:  # noqa: BLE001 - the world is gone either way
+                except BaseException:
                     pass
         self._alive.clear()
         self._queue.clear()
