@@ -125,11 +125,11 @@ class VectorBackend(MemoryBackend):
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
-    @_locked
     @classmethod
     def node_local(cls, opts: Mapping[str, Any]) -> bool:
         return bool(opts.get("path"))
 
+    @_locked
     def open(self, opts: Mapping[str, Any]) -> None:
         check_options("vector", opts, OPTIONS)
         threshold = opts.get("similarity_threshold")
