@@ -258,6 +258,9 @@ class SimRuntime:
     def nodes(self) -> list[Node]:
         return list(self.node_list)
 
+    def here(self) -> str | None:
+        return None
+
     # ---- faults ------------------------------------------------------------------------
 
     def lose_node(self, node_id: str) -> None:

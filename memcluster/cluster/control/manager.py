@@ -442,6 +442,7 @@ class ClusterManager:
                                 "restarts": self.restarts_by_source.get(n, 0)}
                             for n, lay in self.layouts.items()},
                 "placement": self.placement_report(), "shards": shards,
+                "manager_node": self.runtime.here(),
                 "redis": self.redis_health(), "metrics": self.metrics_address()}
 
     def placement_report(self) -> dict[str, Any]:

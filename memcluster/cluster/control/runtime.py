@@ -82,6 +82,9 @@ class ActorRuntime(Protocol):
     def nodes(self) -> list[Node]:
         """Every node Ray knows, alive or not."""
 
+    def here(self) -> str | None:
+        """The node this process (the manager) runs on, if known."""
+
 
 class Event(Protocol):
     def set(self) -> None: ...
@@ -206,6 +209,11 @@ class RayRuntime:
 
         return [Node(n["NodeID"], bool(n.get("Alive")), dict(n.get("Resources") or {}),
                      dict(n.get("Labels") or {})) for n in ray.nodes()]
+
+    def here(self) -> str | None:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def _kill(actor: Any) -> bool:
