@@ -143,6 +143,9 @@ class ClusterCollector(Collector):
                                    "Replica writes that failed.", labels=["source"])
         ring = GaugeMetricFamily("memcluster_ring_version", "Current ring version.",
                                  labels=["source"])
+        evictions = CounterMetricFamily("memcluster_evictions",
+                                        "Records a bounded shard evicted to make room.",
+                                        labels=["source", "shard"])
         domains = GaugeMetricFamily("memcluster_failure_domains",
                                     "Failure domains a source's shards run in.",
                                     labels=["source"])
@@ -160,7 +163,9 @@ class ClusterCollector(Collector):
             shard_ops = []
             for shard, sh in sorted(info.get("shards", {}).items()):
                 records.add_metric([source, shard], sh.get("records", 0))
-                size.add_metric([source, shard], sh.get("bytes", 0))
+                if sh.get("bytes") is not None:     # a backend that counts its bytes
+                    size.add_metric([source, shard], sh["bytes"])
+                evictions.add_metric([source, shard], sh.get("evictions") or 0)
                 hydration.add_metric([source, shard], sh.get("hydration", 1.0))
                 for s in SHARD_STATES:
                     state.add_metric([source, shard, s], 1.0 if sh.get("state") == s else 0.0)
@@ -170,8 +175,8 @@ class ClusterCollector(Collector):
         epoch = GaugeMetricFamily("memcluster_manager_epoch", "Fencing epoch of the leader.")
         epoch.add_metric([], report.get("epoch", 0))
         yield from op_families("memcluster", op_stats)
-        yield from (records, size, state, hydration, restarts, repl, ring, domains,
-                    domains_ok, epoch)
+        yield from (records, size, state, hydration, restarts, repl, ring, evictions,
+                    domains, domains_ok, epoch)
 
 
 class ClientStats:

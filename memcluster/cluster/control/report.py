@@ -45,7 +45,7 @@ def metrics_report(status: Mapping[str, Any], layouts: Mapping[str, Layout],
             if "error" in st:
                 shards[sid] = {"state": "failed"}
                 continue
-            shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes",
+            shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes", "evictions",
                                                   "hydration", "ops")}
             failures += sum(n for (op, outcome), n in (st.get("ops") or {})
                             .get("counts", {}).items()

@@ -177,7 +177,10 @@ class ClusterMemory(MemorySurface):
         return self.directory.info.get("default")
 
     def _describe(self) -> dict[str, dict[str, Any]]:
-        return self.status()["sources"]
+        """Per source, what the routing table says (backend, capabilities, description,
+        shards, N, W, ring): the cached layout, no call to any shard. `status()` has the
+        live numbers."""
+        return dict(self.directory.info["sources"])
 
     def _execute(self, source: str, ops: list[Op]) -> list[Any]:
         if self.via_manager:

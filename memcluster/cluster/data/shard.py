@@ -371,19 +371,28 @@ class ShardCore(ReplicatingPrimary):
             return self._opened().delete_many([DeleteOp(k, ns) for ns, k in keys])
 
     def stats(self) -> dict[str, Any]:
-        """Ping fields plus live records, their encoded bytes, state and op counters."""
-        count, size, cursor = 0, 0, None
-        while self.backend is not None:
-            with self._lock:
-                if self.backend is None:
+        """Ping fields plus live records, their encoded bytes (None when the backend does
+        not count them), evictions, state and op counters. A backend whose `info()` counts
+        its records answers at once; any other is scanned page by page."""
+        info: dict[str, Any] = {}
+        with self._lock:
+            if self.backend is not None:
+                info = self.backend.info()
+        count, size = info.get("records"), info.get("bytes")
+        if not isinstance(count, int):
+            count, size, cursor = 0, 0, None
+            while self.backend is not None:
+                with self._lock:
+                    if self.backend is None:
+                        break
+                    records, cursor = self.backend.export(cursor=cursor, limit=_PAGE)
+                count += len(records)
+                size += sum(len(codec.encode(r.value)) for r in records)
+                if cursor is None:
                     break
-                records, cursor = self.backend.export(cursor=cursor, limit=_PAGE)
-            count += len(records)
-            size += sum(len(codec.encode(r.value)) for r in records)
-            if cursor is None:
-                break
         state = "recovering" if self.hydrating else "serving"
-        return {**self.ping(), "records": count, "bytes": size, "state": state,
+        return {**self.ping(), "records": count, "bytes": size,
+                "evictions": info.get("evictions", 0), "state": state,
                 "hydration": 0.0 if self.hydrating else 1.0, "ops": self.op_stats.snapshot()}
 
 
