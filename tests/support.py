@@ -74,7 +74,8 @@ class RedisServer:
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "yes", "--dir", str(self.directory),
+                "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                "--dir", str(self.directory),
                 "--logfile", str(self.directory / "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]

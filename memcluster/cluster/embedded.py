@@ -116,7 +116,8 @@ def start_redis(state: EmbeddedState) -> None:
     pidfile = directory / "redis.pid"
     subprocess.run([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
                     "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(directory),
-                    "--save", "", "--appendonly", "yes", "--logfile", str(directory / "log")],
+                    "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+                    "--logfile", str(directory / "log")],
                    check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     _wait(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 15,

@@ -241,6 +241,9 @@ class ClusterManager:
                 for source in sorted(self.garbage):
                     with self._lock:
                         self.rebalancer.collect_garbage(source)
+                if ticks % 10 == 0 and self.leading and self.epoch is not None:
+                    with self._lock:
+                        self.rebalancer.repair_coordination(self.epoch)
                 if self.policy.auto_rebalance and ticks % 10 == 0:
                     self._auto_rebalance()
             except FencedOut:

@@ -368,6 +368,30 @@ class Rebalancer:
               complete=complete)
         return dropped if complete else None
 
+    def repair_coordination(self, epoch: int) -> None:
+        """Write back what Redis lost (a restart that dropped its last writes): a ring
+        pointer behind the manager's layout, or a spec whose shard counts differ. Only
+        forward: the manager's state is what its shards run. Redis unreachable: next time."""
+        host = self.host
+        try:
+            for name, lay in host.layouts.items():
+                ring = lay.placement.ring
+                current = host.coord.ring_store.current_version(name) or 0
+                if current < ring.version:
+                    event(log, "coordination.repaired", level=logging.WARNING, source=name,
+                          pointer=current, version=ring.version)
+                    host.coord.ring_store.put_version(name, ring.version, ring.to_dict(),
+                                                      epoch=epoch)
+                    host.coord.ring_store.switch(name, ring.version, expected=current,
+                                                 epoch=epoch)
+            stored = host.coord.load_spec() or {}
+            shards = {s["name"]: s.get("shards") for s in stored.get("sources", [])}
+            if any(shards.get(n) != lay.spec.shards for n, lay in host.layouts.items()):
+                event(log, "coordination.repaired", level=logging.WARNING, what="spec")
+                host.coord.save_spec(host.raw_spec, epoch)
+        except MemclusterError:
+            return
+
     # ---- shared steps ------------------------------------------------------------------
 
     def _epoch(self) -> int:
