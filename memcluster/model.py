@@ -16,6 +16,11 @@ from typing import Any, TypeVar
 from memcluster.errors import InvalidValue
 
 ORDER_FIELDS = ("key", "created_at", "updated_at", "score", "version")
+MAX_LIMIT = (1 << 31) - 1
+"""The largest limit or offset any call takes (`Query`, `list_keys`). A 32-bit bound:
+every store takes it as a LIMIT/OFFSET (a 64-bit one overflowed SQLite and PostgreSQL),
+`offset + limit` stays far inside 64 bits wherever it is added up, and no page can hold
+that many records anyway."""
 T = TypeVar("T")
 
 
@@ -88,14 +93,24 @@ new_record = fast_constructor(Record)
 score)` with every field given, for hot paths (see `fast_constructor`)."""
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidValue(f"Query.{name} must be an int >= {minimum}, got {value!r}")
+def check_count(name: str, value: Any, minimum: int) -> int:
+    """`value` if it is an int from `minimum` to `MAX_LIMIT` (a limit, an offset), else
+    `InvalidValue` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not minimum <= value <= MAX_LIMIT:
+        shown = repr(value) if isinstance(value, (int, float)) and abs(value) < 1e30 \
+            else f"<{type(value).__name__}>"
+        raise InvalidValue(f"{name} must be an int from {minimum} to 2**31-1, got {shown}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
     """What to search for. Fields left None are not constraints.
+
+    Checked here for shape (types, limit and offset from 0 to `MAX_LIMIT`); the contents
+    of text, pattern and filter are checked where a query enters an op
+    (`SearchOp.make`, `CountOp.make`), with the value rules of `memcluster.codec`.
 
     text: case-insensitive substring on key and value (key-value backends) or semantic
     similarity (vector backends). pattern: glob on keys. filter: metadata operators
@@ -118,8 +133,8 @@ class Query:
             raise InvalidValue(f"Query.pattern must be str, got {type(self.pattern).__name__}")
         if self.filter is not None and not isinstance(self.filter, dict):
             raise InvalidValue(f"Query.filter must be a dict, got {type(self.filter).__name__}")
-        _check_int("limit", self.limit, 0)
-        _check_int("offset", self.offset, 0)
+        check_count("Query.limit", self.limit, 0)
+        check_count("Query.offset", self.offset, 0)
         if self.order_by is not None and (
             not isinstance(self.order_by, str) or self.order_by.lstrip("-") not in ORDER_FIELDS
         ):

@@ -473,7 +473,7 @@ class MemoryStoreBackend(MemoryBackend):
         rec = op.record
         codec.check_key(rec.key)
         codec.check_namespace(rec.namespace)
-        codec.check_native(rec.value)
+        blob = codec.encode_value(rec.value, max_bytes=None)
         meta = codec.check_metadata(rec.metadata)
         codec.check_version(rec.version, what="record.version")
         now = self.clock()
@@ -483,7 +483,7 @@ class MemoryStoreBackend(MemoryBackend):
                 return False
             if current is None:
                 self._make_room(1, now)
-            entry = _Entry(codec.encode(rec.value), _encode_meta(meta), rec.version,
+            entry = _Entry(blob, _encode_meta(meta), rec.version,
                            rec.created_at, rec.updated_at, rec.expires_at)
             self._put(rec.namespace, rec.key, entry)
             return True

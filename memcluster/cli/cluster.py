@@ -30,6 +30,7 @@ from memcluster.cluster.embedded import EmbeddedState, state_dir
 from memcluster.cluster.session import ENV_RAY_ADDRESS, joined, ray_address_for
 from memcluster.config import DEFAULT_METRICS_PORT, DEFAULT_NAME, Config, load_config
 from memcluster.errors import NotFound
+from memcluster.metrics import OpStats
 
 # ---- names and configs -------------------------------------------------------------------
 
@@ -162,7 +163,7 @@ def _json_status(state: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             out = {k: clean(v) for k, v in value.items() if k != "ops"}
             if isinstance(value.get("ops"), dict):
-                out["operations"] = sum(value["ops"].get("counts", {}).values())
+                out["operations"] = OpStats.total(value["ops"])
             return out
         if isinstance(value, list):
             return [clean(v) for v in value]

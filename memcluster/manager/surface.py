@@ -45,7 +45,7 @@ from memcluster.errors import (
     UnknownSource,
     UnsupportedOperation,
 )
-from memcluster.model import Query, Record
+from memcluster.model import Query, Record, check_count
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -119,9 +119,26 @@ def _all(results: list[Any]) -> list[Any]:
 
 
 def _key_list(keys: Any, what: str) -> list[str]:
+    """The distinct keys of a list, each checked (so an unhashable item is InvalidKey)."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
         raise InvalidKey(f"{what} takes a list of keys, got {type(keys).__name__}")
-    return list(dict.fromkeys(keys))
+    checked = []
+    for i, key in enumerate(keys):
+        try:
+            checked.append(codec.check_key(key))
+        except InvalidKey as exc:
+            raise InvalidKey(f"{what}[{i}]: {exc}") from None
+    return list(dict.fromkeys(checked))
+
+
+def _filter(filter: Any) -> dict[str, Any] | None:
+    """A caller's filter as a plain dict; a list of pairs or any non-mapping is refused
+    (dict() would accept pairs silently and fail on anything else with a bare error)."""
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise InvalidValue(f"filter must be a dict, got {type(filter).__name__}")
+    return dict(filter)
 
 
 class MemorySurface(ABC):
@@ -293,8 +310,8 @@ class MemorySurface(ABC):
         Keyword arguments given (not None) override the query's fields.
         """
         op = SearchOp.make(query, namespace=namespace, limit=limit, offset=offset,
-                           filter=None if filter is None else dict(filter), pattern=pattern,
-                           order_by=order_by, min_score=min_score)
+                           filter=_filter(filter), pattern=pattern, order_by=order_by,
+                           min_score=min_score)
         return list(_first((yield self._source(source), [op])))
 
     @operation
@@ -302,7 +319,7 @@ class MemorySurface(ABC):
               namespace: str | tuple[str, ...] = "", filter: Mapping[str, Any] | None = None,
               pattern: str | None = None) -> Steps:
         """How many records match `query` (its limit and offset are ignored)."""
-        q = Query.of(query, filter=None if filter is None else dict(filter), pattern=pattern)
+        q = Query.of(query, filter=_filter(filter), pattern=pattern)
         op = CountOp.make(q, namespace=namespace)
         return int(_first((yield self._source(source), [op])))
 
@@ -341,7 +358,7 @@ class MemorySurface(ABC):
                 opts = item[2] if len(item) == 3 else {}
                 if not isinstance(opts, Mapping):
                     raise InvalidValue(f"opts must be a dict, got {type(opts).__name__}")
-                unknown = sorted(set(opts) - set(ITEM_OPTIONS))
+                unknown = [repr(k)[:40] for k in opts if k not in ITEM_OPTIONS]
                 if unknown:
                     raise InvalidValue(f"unknown option(s) {', '.join(unknown)} "
                                        f"(allowed: {', '.join(ITEM_OPTIONS)})")
@@ -393,6 +410,7 @@ class MemorySurface(ABC):
         Reads page by page, so records written meanwhile may or may not appear.
         """
         name = self._source(source)
+        check_count("batch", batch, 1)
         cursor: str | None = None
         if namespace is None:
             while True:

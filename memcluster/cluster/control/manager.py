@@ -393,6 +393,8 @@ class ClusterManager:
         at, cached = self._report_cache
         if cached and time.monotonic() - at < max_age:
             return cached
+        from memcluster.metrics import OpStats
+
         status = self.status()
         sources: dict[str, Any] = {}
         for name, lay in self.layouts.items():
@@ -405,9 +407,7 @@ class ClusterManager:
                     continue
                 shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes",
                                                       "hydration", "ops")}
-                failures += sum(n for (op, outcome), n in (st.get("ops") or {})
-                                .get("counts", {}).items()
-                                if op == "replicate" and outcome != "ok")
+                failures += OpStats.total(st.get("ops"), "replicate", failed=True)
             sources[name] = {"ring_version": lay.placement.ring.version,
                              "restarts": self.restarts_by_source.get(name, 0),
                              "replication_failures": failures, "shards": shards}
