@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -115,7 +116,13 @@ def reconcile(state: dict[str, Any], cfg: Config,
 
 
 def down(args: argparse.Namespace) -> int:
-    """Stop the cluster: shards, manager, its Redis keys and the embedded Ray/Redis."""
+    """Stop the cluster: shards, manager, its Redis keys and the embedded Ray/Redis.
+
+    Always stops what it can (see `stop_cluster`): what could not be cleaned up, e.g. the
+    Redis keys of a cluster whose Redis is gone, is one `note:` line on stderr, and the
+    exit status is still 0 once the processes are stopped. `--force` kills the manager
+    and shards without asking the manager (for one that does not answer).
+    """
     import ray
 
     from memcluster.cluster.launcher import stop_cluster
@@ -125,12 +132,15 @@ def down(args: argparse.Namespace) -> int:
             and ray_address_for(name) is None):
         raise NotFound(f"no cluster named {name!r}: nothing running is recorded in "
                        f"{state_dir()} and {ENV_RAY_ADDRESS} is not set")
-    out = stop_cluster(name)
+    out = stop_cluster(name, force=bool(getattr(args, "force", False)))
     if out.get("manager") == "not running" and not out.get("processes_stopped"):
         raise NotFound(f"no cluster named {name!r} is running")
     emit(args, out, f"stopped {name!r}: {out.get('shards_killed', 0)} shards, "
                     f"{out.get('redis_keys_removed', 0)} Redis keys, "
                     f"{out.get('processes_stopped', 0)} embedded processes")
+    if out["notes"]:
+        note = " ".join("; ".join(out["notes"]).split())
+        print(f"memcluster: note: {note}", file=sys.stderr)
     return 0
 
 
