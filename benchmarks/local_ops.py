@@ -8,8 +8,10 @@ record i (a small dict value with a numeric metadata field), `retrieve(i)` reads
 memcluster subjects go through the backend API with validated ops (the real path); the
 peers do the same work by hand: a dict with fnmatch, and sqlite3 with the same pragmas
 (WAL, synchronous=FULL, one transaction per write) and the same SQL shape; redis-py and
-psycopg against the machine's Redis and PostgreSQL (MEMCLUSTER_TEST_REDIS_URL,
-MEMCLUSTER_TEST_POSTGRES_DSN) with a hash / a jsonb table and no versions or CAS.
+psycopg and PyMySQL against the machine's Redis, PostgreSQL and MariaDB/MySQL
+(MEMCLUSTER_TEST_REDIS_URL, MEMCLUSTER_TEST_POSTGRES_DSN, MEMCLUSTER_TEST_MYSQL_DSN) with a
+hash / a jsonb table / a JSON table and no versions or CAS; qdrant-client in memory with
+the same hashing embedder, one point per record.
 
 To compare another store, add a factory to `SUBJECTS` (name -> callable taking the work
 directory and returning a `Subject`), e.g. redis beside redis-py or postgres beside psycopg.
@@ -187,6 +189,87 @@ def psycopg_subject(_: Path) -> Subject:
     return Subject("psycopg (plain)", store, retrieve, search, close)
 
 
+MYSQL_DSN = os.environ.get("MEMCLUSTER_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+
+
+def pymysql_subject(_: Path) -> Subject:
+    """Raw PyMySQL, one connection, autocommit: an upsert per store, a JSON table, no versions."""
+    import pymysql
+
+    from memcluster.backends.mysql import parse_dsn
+
+    conn = pymysql.connect(**parse_dsn(MYSQL_DSN), autocommit=True, charset="utf8mb4")
+    cur = conn.cursor()
+    table = f"bench_plain_{os.getpid()}"
+    cur.execute(f"CREATE TABLE {table} (`key` VARBINARY(512) PRIMARY KEY, value JSON, "
+                "meta JSON) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4")
+
+    def store(i: int) -> None:
+        key, value, meta = record(i)
+        cur.execute(f"INSERT INTO {table} VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE "
+                    "value = VALUES(value), meta = VALUES(meta)",
+                    (key.encode(), json.dumps(value), json.dumps(meta)))
+
+    def retrieve(i: int) -> Any:
+        cur.execute(f"SELECT value FROM {table} WHERE `key` = %s", (f"k{i}".encode(),))
+        row = cur.fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def search() -> list[Any]:
+        cur.execute(f"SELECT `key`, value FROM {table} WHERE `key` LIKE %s AND "
+                    "CAST(JSON_UNQUOTE(JSON_EXTRACT(meta, '$.n')) AS DOUBLE) < %s "
+                    "ORDER BY `key` LIMIT 10", (b"k1%", 10))
+        return list(cur.fetchall())
+
+    def close() -> None:
+        cur.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.close()
+
+    return Subject("PyMySQL (plain)", store, retrieve, search, close)
+
+
+QDRANT_DIMENSION = 384
+
+
+def qdrant_client_subject(_: Path) -> Subject:
+    """Raw qdrant-client in memory: a point per record embedded by the same hashing embedder,
+    the search a payload-filtered scroll (k1* has no Qdrant form: filtered in Python)."""
+    import uuid
+
+    from qdrant_client import QdrantClient, models
+
+    from memcluster.backends.embedders import HashingEmbedder, text_of
+
+    client = QdrantClient(location=":memory:")
+    embedder = HashingEmbedder(QDRANT_DIMENSION)
+    client.create_collection("plain", vectors_config=models.VectorParams(
+        size=QDRANT_DIMENSION, distance=models.Distance.COSINE))
+    ids = {}
+
+    def point_id(key: str) -> str:
+        if key not in ids:
+            ids[key] = str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+        return ids[key]
+
+    def store(i: int) -> None:
+        key, value, meta = record(i)
+        client.upsert("plain", points=[models.PointStruct(
+            id=point_id(key), vector=embedder.embed([text_of(value)])[0].tolist(),
+            payload={"key": key, "value": value, "meta": meta})])
+
+    def retrieve(i: int) -> Any:
+        found = client.retrieve("plain", ids=[point_id(f"k{i}")])
+        return found[0].payload["value"] if found else None
+
+    def search() -> list[Any]:
+        points, _ = client.scroll("plain", scroll_filter=models.Filter(must=[
+            models.FieldCondition(key="meta.n", range=models.Range(lt=10))]), limit=100_000)
+        return sorted(p.payload["key"] for p in points
+                      if fnmatch.fnmatchcase(p.payload["key"], "k1*"))[:10]
+
+    return Subject("qdrant-client (plain, :memory:)", store, retrieve, search, client.close)
+
+
 SUBJECTS: dict[str, Callable[[Path], Subject]] = {
     "dict": dict_subject,
     "memory": lambda _: memcluster_subject("memcluster memory", "memory",
@@ -203,6 +286,13 @@ SUBJECTS: dict[str, Callable[[Path], Subject]] = {
     "postgres": lambda _: memcluster_service_subject(
         "memcluster postgres", "postgres",
         {"dsn": POSTGRES_DSN, "table_name": "memcluster_bench"}),
+    "pymysql": pymysql_subject,
+    "mysql": lambda _: memcluster_service_subject(
+        "memcluster mysql", "mysql", {"dsn": MYSQL_DSN, "table_name": "memcluster_bench"}),
+    "qdrant-client": qdrant_client_subject,
+    "qdrant": lambda _: memcluster_subject(
+        "memcluster qdrant :memory:", "qdrant",
+        {"location": ":memory:", "embedder": "hashing", "dimension": QDRANT_DIMENSION}),
 }
 
 

@@ -16,7 +16,7 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --upgrade pip setuptools wheel
 
-extras="embedded,postgres,langgraph,mcp"
+extras="embedded,postgres,mysql,qdrant,langgraph,mcp"
 if [ "$mode" = "--test" ]; then
     # torch first, pinned to the CPU build: sentence-transformers would otherwise pull CUDA.
     "${pip[@]}" "torch==2.13.0"

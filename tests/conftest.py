@@ -47,6 +47,23 @@ def postgres_dsn() -> str:
     return dsn
 
 
+@pytest.fixture(scope="session")
+def mysql_dsn() -> str:
+    """The machine's MariaDB or MySQL (MEMCLUSTER_TEST_MYSQL_DSN, default database `test`)."""
+    dsn = os.environ.get("MEMCLUSTER_TEST_MYSQL_DSN", "mysql://root@127.0.0.1:3306/test")
+    try:
+        import pymysql
+
+        from memcluster.backends.mysql import parse_dsn
+    except ImportError:
+        require_service("PyMySQL is not installed (pip install 'memcluster[mysql]')")
+    try:
+        pymysql.connect(**parse_dsn(dsn), connect_timeout=3).close()
+    except Exception as exc:
+        require_service(f"MySQL at {dsn} is not reachable: {type(exc).__name__}")
+    return dsn
+
+
 @pytest.fixture
 def redis_server(tmp_path):
     """A private redis-server on a free port that the test may stop, freeze and restart."""

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from memcluster.errors import ConfigError
+from memcluster.query import searchable_text
 
 DEFAULT_DIMENSION = 384
 ST_PREFIX = "sentence-transformers:"
@@ -161,6 +162,17 @@ class CallableEmbedder(Embedder):
 
     def _embed(self, texts: list[str]) -> Any:
         return self.fn(texts)
+
+
+def text_of(value: Any, text_field: str = "text") -> str:
+    """The text a value is embedded by: its `text_field` if a dict has a str there, the
+    str itself, else its str and number leaves joined by spaces. Shared by the vector
+    backends (vector, qdrant), so one value embeds the same way in each."""
+    if isinstance(value, dict) and isinstance(value.get(text_field), str):
+        return value[text_field]
+    if isinstance(value, str):
+        return value
+    return searchable_text("", value).replace("\x1f", " ").strip()
 
 
 def resolve_embedder(spec: Any = None, dimension: int | None = None) -> Embedder:

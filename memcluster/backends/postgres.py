@@ -1,7 +1,7 @@
 """The `postgres` backend: one table shared by every shard, queries compiled to SQL over jsonb.
 
-Core types: `PostgresBackend` and `SqlQuery` (a `Query` compiled to a WHERE clause, with a
-flag saying whether SQL alone decides it exactly).
+Core type: `PostgresBackend`. The query compiler lives in `postgres_query` (the jsonb
+dialect) and `sql_query` (what it shares with the mysql backend).
 
 Table (default `public.memcluster_records`, created with its indexes if absent):
 prefix, namespace, key (all `COLLATE "C"`, so ORDER BY key is code-point order), value
@@ -11,13 +11,10 @@ exact (true when jsonb and search_text hold the metadata and text exactly), sear
 updated_at, expires_at. Identifiers are composed with `psycopg.sql`; every value is a
 parameter, so no key, namespace or metadata can change a statement.
 
-Queries: text, pattern and filter are translated to SQL where the translation means
-exactly what `memcluster.query` means (numbers as numbers via `jsonb_typeof(...) =
-'number' AND (...)::numeric`, strings by code point via COLLATE "C", equality by jsonb
-equality, which like the engine keeps `true` apart from 1). A part that cannot be
-translated becomes TRUE (a superset) and the shared engine then decides on the fetched
-rows, so nothing is ever silently dropped or silently matched. Rows whose metadata JSON
-cannot carry exactly (bytes, NaN, NUL characters) always reach the engine too.
+Queries: text, pattern and filter become SQL where the translation means exactly what
+`memcluster.query` means; what cannot be translated becomes TRUE (a superset) and the shared
+engine decides on the fetched rows (see `sql_query`), as it does for rows whose metadata
+jsonb cannot carry exactly (bytes, NaN, NUL).
 
 Writes: one statement each (autocommit): an UPSERT for plain stores, `UPDATE ... WHERE
 version = %s` for CAS and `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` for
@@ -26,28 +23,19 @@ version = %s` for CAS and `INSERT ... ON CONFLICT DO UPDATE ... WHERE expired` f
 reads at once and deleted by a bounded sweep (index on expires_at) on writes at most
 every `sweep_interval` seconds.
 
-Decision: a superset-in-SQL-plus-engine design, rejected alternative a full translation
-of every filter to SQL: jsonb semantics differ from the engine's in corners (paths
-through arrays, NaN, bytes), and a wrong translation would silently change results; the
-fallback keeps every answer identical to the engine's while the common filters stay in SQL.
-
 Connection failures surface as `SourceUnavailable` with the DSN's password masked; the
 pool checks each connection before lending it (`check_connection` when its socket shows
 the server said something), so a session killed by `pg_terminate_backend` is replaced
 and the next operation succeeds. Read-only operations are retried once on a connection
-failure; writes are not (they may have committed).
+failure; writes only when the server aborted them (a terminated session).
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import math
-import re
 import select
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import psycopg
@@ -58,6 +46,14 @@ from psycopg_pool import ConnectionPool
 from memcluster import codec
 from memcluster import query as engine
 from memcluster.backends.base import UPDATE_RETRIES, Capabilities, MemoryBackend, check_options
+from memcluster.backends.postgres_query import LIVE, compile_query
+from memcluster.backends.sql_query import (
+    SqlQuery,
+    glob_to_like,
+    json_exact,
+    page_keys,
+    search_exact,
+)
 from memcluster.errors import (
     ConfigError,
     InvalidKey,
@@ -70,7 +66,6 @@ from memcluster.ops import (
     ClearOp,
     CountOp,
     DeleteOp,
-    ExistsOp,
     ListKeysOp,
     ReplicateOp,
     RetrieveOp,
@@ -84,8 +79,6 @@ T = TypeVar("T")
 _COLUMNS = sql.SQL("key, namespace, value, meta, version, created_at, updated_at, "
                    "expires_at, exact")
 _SWEEP_BATCH = 1000
-_INDEX_SEGMENT = re.compile(r"-?\d+")
-_LIKE_ESCAPES = {"*": "%", "?": "_", "%": "\\%", "_": "\\_", "\\": "\\\\"}
 _CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
 
@@ -139,190 +132,12 @@ def _check_idle(conn: psycopg.Connection[Any]) -> None:
         ConnectionPool.check_connection(conn)
 
 
-# ---- exact JSON and text ----------------------------------------------------------------------
-
-def _json_exact(value: Any) -> bool:
-    """True if jsonb holds `value` exactly as the engine sees it (no bytes, NaN or NUL)."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is str:
-            if "\x00" in item:
-                return False
-        elif kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind is list:
-            stack.extend(item)
-        elif kind is dict:
-            if any("\x00" in k for k in item):
-                return False
-            stack.extend(item.values())
-        elif kind not in (int, bool, type(None)):
-            return False
-    return True
-
+# ---- text ----------------------------------------------------------------------------------
 
 def _check_text(*texts: str) -> None:
     for text in texts:
         if "\x00" in text:
             raise InvalidKey("postgres text cannot hold NUL characters (in a key or namespace)")
-
-
-# ---- queries compiled to SQL ------------------------------------------------------------------
-
-@dataclass
-class SqlQuery:
-    """A WHERE clause plus parameters; `exact` False means the engine must re-check rows."""
-
-    parts: list[sql.Composable] = field(default_factory=list)
-    params: list[Any] = field(default_factory=list)
-    exact: bool = True
-
-    def add(self, clause: str | sql.Composable, *params: Any) -> None:
-        self.parts.append(sql.SQL(clause) if isinstance(clause, str) else clause)
-        self.params.extend(params)
-
-    def where(self) -> sql.Composable:
-        return sql.SQL(" AND ").join(self.parts) if self.parts else sql.SQL("TRUE")
-
-
-def _like(pattern: str) -> tuple[str, bool]:
-    """A LIKE pattern for a glob and whether it is exact (`[...]` classes are not)."""
-    out = []
-    for ch in pattern:
-        if ch == "[":
-            return "".join(out) + "%", False
-        out.append(_LIKE_ESCAPES.get(ch, ch))
-    return "".join(out), True
-
-
-def _json_param(value: Any) -> Jsonb | None:
-    return Jsonb(value) if _json_exact(value) else None
-
-
-def _number(value: Any) -> Decimal | None:
-    if type(value) is int:
-        return Decimal(value)
-    if type(value) is float and math.isfinite(value):
-        return Decimal(repr(value))
-    return None
-
-
-class _FilterCompiler:
-    """Translate a checked filter; each method returns (SQL or None if untranslatable, exact)."""
-
-    def __init__(self) -> None:
-        self.params: list[Any] = []
-
-    def compile(self, flt: Mapping[str, Any]) -> tuple[sql.Composable | None, bool]:
-        parts: list[sql.Composable] = []
-        exact = True
-        for name, cond in flt.items():
-            mark = len(self.params)  # a discarded clause must take its parameters with it
-            if name in ("$and", "$or"):
-                subs = [self.compile(sub) for sub in cond]
-                if name == "$or" and any(s is None for s, _ in subs):
-                    clause, ok = None, False
-                else:
-                    kept = [s for s, _ in subs if s is not None]
-                    joiner = sql.SQL(" AND " if name == "$and" else " OR ")
-                    clause = sql.SQL("({})").format(joiner.join(kept)) if kept else None
-                    ok = all(e for _, e in subs)
-            elif name == "$not":
-                inner, inner_exact = self.compile(cond)
-                if inner is None or not inner_exact:
-                    clause, ok = None, False
-                else:
-                    clause, ok = sql.SQL("(NOT COALESCE({}, false))").format(inner), True
-            elif engine._is_operator_dict(cond):
-                clause, ok = self._field(name, cond)
-            else:
-                clause, ok = self._field(name, {"$eq": cond})
-            exact = exact and ok
-            if clause is None:
-                del self.params[mark:]
-            else:
-                parts.append(clause)
-        if not parts:
-            return None, False
-        return sql.SQL("({})").format(sql.SQL(" AND ").join(parts)), exact
-
-    def _field(self, path: str, ops: Mapping[str, Any]) -> tuple[sql.Composable | None, bool]:
-        segments = path.split(".")
-        if any(_INDEX_SEGMENT.fullmatch(s) for s in segments):
-            return None, False  # jsonb paths index arrays; the engine's reach only dicts
-        parts: list[sql.Composable] = []
-        exact = True
-        for op, arg in ops.items():
-            clause = self._operator(segments, op, arg)
-            if clause is None:
-                exact = False
-            else:
-                parts.append(clause)
-        if not parts:
-            return None, False
-        return sql.SQL("({})").format(sql.SQL(" AND ").join(parts)), exact
-
-    def _node(self, segments: list[str]) -> sql.Composable:
-        self.params.append(segments)
-        return sql.SQL("(metadata #> %s::text[])")
-
-    def _operator(self, segments: list[str], op: str, arg: Any) -> sql.Composable | None:
-        if op in ("$eq", "$ne"):
-            value = _json_param(arg)
-            if value is None:
-                return None
-            node = self._node(segments)
-            self.params.append(value)
-            test = sql.SQL("COALESCE({} = %s::jsonb, false)").format(node)
-            return test if op == "$eq" else sql.SQL("(NOT {})").format(test)
-        if op in ("$in", "$nin"):
-            values = [_json_param(a) for a in arg]
-            if any(v is None for v in values):
-                return None
-            node = self._node(segments)
-            self.params.append(values)
-            test = sql.SQL("COALESCE({} = ANY(%s::jsonb[]), false)").format(node)
-            return test if op == "$in" else sql.SQL("(NOT {})").format(test)
-        if op in ("$gt", "$gte", "$lt", "$lte"):
-            sign = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[op]
-            if type(arg) is str:
-                if "\x00" in arg:
-                    return None
-                node = self._node(segments)
-                node2 = self._node(segments)
-                self.params.append(arg)
-                return sql.SQL("COALESCE(jsonb_typeof({}) = 'string' AND ({} #>> '{{}}') "
-                               "COLLATE \"C\" " + sign + " %s, false)").format(node, node2)
-            number = _number(arg)
-            if number is None:
-                return None
-            node = self._node(segments)
-            node2 = self._node(segments)
-            self.params.append(number)
-            return sql.SQL("COALESCE(jsonb_typeof({}) = 'number' AND ({})::numeric "
-                           + sign + " %s, false)").format(node, node2)
-        if op == "$contains":
-            value = _json_param(arg)
-            if value is None:
-                return None
-            # Placeholders are positional: nodes and values are added in the order they appear.
-            in_list = sql.SQL("(jsonb_typeof({}) = 'array' AND EXISTS (SELECT 1 FROM "
-                              "jsonb_array_elements({}) AS el WHERE el = %s::jsonb))")
-            in_list = in_list.format(self._node(segments), self._node(segments))
-            self.params.append(value)
-            if type(arg) is not str:
-                return sql.SQL("COALESCE({}, false)").format(in_list)
-            in_str = sql.SQL("(jsonb_typeof({}) = 'string' AND strpos({} #>> '{{}}', %s) > 0)")
-            in_str = in_str.format(self._node(segments), self._node(segments))
-            self.params.append(arg)
-            return sql.SQL("COALESCE({} OR {}, false)").format(in_list, in_str)
-        if op == "$exists":
-            node = self._node(segments)
-            return sql.SQL("({} IS NOT NULL)" if arg else "({} IS NULL)").format(node)
-        return None
 
 
 # ---- the backend ------------------------------------------------------------------------------
@@ -339,11 +154,8 @@ class PostgresBackend(MemoryBackend):
         "sweep_interval": 60.0,
     }
 
-    def __init__(self, *, prefix: str = "", clock: Callable[[], float] | None = None) -> None:
-        if clock is None:
-            super().__init__(prefix=prefix)
-        else:
-            super().__init__(prefix=prefix, clock=clock)
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.pool: ConnectionPool | None = None
         self.safe_dsn = ""
         self._password: str | None = None
@@ -454,16 +266,13 @@ class PostgresBackend(MemoryBackend):
         return Record(key, codec.decode(value), namespace, codec.decode(meta), int(version),
                       created, updated, expires)
 
-    def _live(self) -> sql.Composable:
-        return sql.SQL("(expires_at IS NULL OR expires_at > %s)")
-
     # ---- writes ---------------------------------------------------------------------------
 
     def _row_params(self, op: StoreOp, now: float) -> dict[str, Any]:
         _check_text(op.key, op.namespace)
         value = op.value
         text = engine.searchable_text(op.key, value)
-        meta_exact = _json_exact(op.metadata)
+        meta_exact = json_exact(op.metadata)
         has_nul = "\x00" in text
         if meta_exact:
             metadata: Jsonb | None = Jsonb(op.metadata)
@@ -678,9 +487,6 @@ class PostgresBackend(MemoryBackend):
         rows = self._rows(statement, [self.prefix, op.namespace, op.key, self.clock()])
         return self._record(rows[0]) if rows else None
 
-    def exists(self, op: ExistsOp) -> bool:
-        return self.retrieve(RetrieveOp(op.key, op.namespace)) is not None
-
     @_unavailable(retry=True)
     def retrieve_many(self, ops: Sequence[RetrieveOp]) -> list[Record | None]:
         wanted = [op for op in ops if "\x00" not in op.key + op.namespace]
@@ -698,37 +504,14 @@ class PostgresBackend(MemoryBackend):
         return [found.get((op.namespace, op.key)) for op in ops]
 
     def _compile(self, namespace: str, query: Query, now: float) -> tuple[SqlQuery, SqlQuery]:
-        """(scope, condition): the rows in play, and the query's own part of the WHERE."""
-        scope = SqlQuery()
-        scope.add("prefix = %s", self.prefix)
-        scope.add("namespace = %s", namespace)
-        scope.add(self._live(), now)
-        cond = SqlQuery()
-        if query.pattern is not None:
-            like, exact = _like(query.pattern)
-            if "\x00" in query.pattern:
-                cond.exact = False
-            else:
-                cond.add("key LIKE %s", like)
-                cond.exact = exact
-        if query.text is not None:
-            needle = query.text.lower()
-            if "\x00" in needle:
-                cond.exact = False
-            else:
-                cond.add("strpos(search_text, %s) > 0", needle)
-        if query.filter:
-            compiler = _FilterCompiler()
-            clause, exact = compiler.compile(query.filter)
-            if clause is not None:
-                cond.add(clause, *compiler.params)
-            cond.exact = cond.exact and exact
-        return scope, cond
+        """(scope, condition): see `postgres_query.compile_query`."""
+        return compile_query(self.prefix, namespace, query, now)
 
     def _candidates(self, scope: SqlQuery, cond: SqlQuery, order: sql.Composable,
                     limit: int | None) -> list[Record]:
         """Rows in scope that are inexact or satisfy `cond`, in `order`, at most `limit`."""
-        where = sql.SQL("{} AND (NOT exact OR {})").format(scope.where(), cond.where())
+        where = sql.SQL("{} AND (NOT exact OR {})").format(sql.SQL(scope.where()),
+                                                           sql.SQL(cond.where()))
         tail = sql.SQL("") if limit is None else sql.SQL(" LIMIT %s")
         query = sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY {}").format(
             _COLUMNS, self._table, where, order) + tail
@@ -747,15 +530,8 @@ class PostgresBackend(MemoryBackend):
         field_name = (query.order_by or "key").lstrip("-")
         direction = sql.SQL(" DESC" if (query.order_by or "").startswith("-") else "")
         order = sql.SQL("{}{}, key").format(sql.Identifier(field_name), direction)
-        wanted = query.offset + query.limit
-        fetch = wanted
-        while True:
-            rows = self._candidates(scope, cond, order, fetch)
-            # Only rows the jsonb cannot hold exactly can fail here; the engine decides them.
-            kept = [r for r in rows if engine.matches(r, query)]
-            if len(kept) >= wanted or len(rows) < fetch:
-                return kept[query.offset:wanted]
-            fetch *= 2
+        # Only rows the jsonb cannot hold exactly can fail the engine; it decides them.
+        return search_exact(lambda size: self._candidates(scope, cond, order, size), query)
 
     @_unavailable(retry=True)
     def count(self, op: CountOp) -> int:
@@ -768,10 +544,11 @@ class PostgresBackend(MemoryBackend):
             return sum(1 for r in candidates if engine.matches(r, query))
         exact_count = self._rows(
             sql.SQL("SELECT count(*) FROM {} WHERE {} AND exact AND {}").format(
-                self._table, scope.where(), cond.where()), [*scope.params, *cond.params])
+                self._table, sql.SQL(scope.where()), sql.SQL(cond.where())),
+            [*scope.params, *cond.params])
         others = self._rows(
             sql.SQL("SELECT {} FROM {} WHERE {} AND NOT exact").format(
-                _COLUMNS, self._table, scope.where()), scope.params)
+                _COLUMNS, self._table, sql.SQL(scope.where())), scope.params)
         return int(exact_count[0][0]) + sum(
             1 for row in others if engine.matches(self._record(row), query))
 
@@ -780,28 +557,21 @@ class PostgresBackend(MemoryBackend):
         if "\x00" in op.namespace:
             return Page([], None)
         now = self.clock()
-        like, exact = _like(op.pattern) if op.pattern is not None else ("%", True)
-        found: list[str] = []
-        after = op.cursor
-        step = op.limit + 1 if exact else max(2 * op.limit, 200)
-        while len(found) <= op.limit:
+        like, exact = glob_to_like(op.pattern) if op.pattern is not None else ("%", True)
+
+        def fetch(after: str | None, step: int) -> list[str]:
             scope = SqlQuery()
             scope.add("prefix = %s", self.prefix)
             scope.add("namespace = %s", op.namespace)
-            scope.add(self._live(), now)
+            scope.add(LIVE, now)
             scope.add("key LIKE %s", like)
             if after is not None:
                 scope.add("key > %s", after)
             rows = self._rows(sql.SQL("SELECT key FROM {} WHERE {} ORDER BY key LIMIT %s").format(
-                self._table, scope.where()), [*scope.params, step])
-            keys = [row[0] for row in rows]
-            found.extend(k for k in keys if exact or engine.match_pattern(k, op.pattern))
-            if len(keys) < step:
-                break
-            after = keys[-1]
-        if len(found) > op.limit:
-            return Page(found[:op.limit], found[op.limit - 1])
-        return Page(found, None)
+                self._table, sql.SQL(scope.where())), [*scope.params, step])
+            return [row[0] for row in rows]
+
+        return page_keys(fetch, op, exact)
 
     @_unavailable(retry=True)
     def export(self, *, cursor: str | None = None, limit: int = 1000
@@ -809,7 +579,7 @@ class PostgresBackend(MemoryBackend):
         """Every live record of the prefix in (namespace, key) order; cursor = JSON [ns, key]."""
         scope = SqlQuery()
         scope.add("prefix = %s", self.prefix)
-        scope.add(self._live(), self.clock())
+        scope.add(LIVE, self.clock())
         if cursor is not None:
             try:
                 namespace, key = json.loads(cursor)
@@ -819,7 +589,8 @@ class PostgresBackend(MemoryBackend):
                 raise InvalidValue(f"not an export cursor: {cursor!r}") from None
             scope.add("(namespace, key) > (%s, %s)", namespace, key)
         rows = self._rows(sql.SQL("SELECT {} FROM {} WHERE {} ORDER BY namespace, key LIMIT %s")
-                          .format(_COLUMNS, self._table, scope.where()), [*scope.params, limit + 1])
+                          .format(_COLUMNS, self._table, sql.SQL(scope.where())),
+                          [*scope.params, limit + 1])
         records = [self._record(r) for r in rows[:limit]]
         if len(rows) > limit:
             last = records[-1]

@@ -20,7 +20,9 @@ BUILTIN: dict[str, str] = {
     "sqlite": "memcluster.backends.sqlite:SQLiteBackend",
     "redis": "memcluster.backends.redis:RedisBackend",
     "postgres": "memcluster.backends.postgres:PostgresBackend",
+    "mysql": "memcluster.backends.mysql:MySQLBackend",
     "vector": "memcluster.backends.vector:VectorBackend",
+    "qdrant": "memcluster.backends.qdrant:QdrantBackend",
 }
 
 

@@ -55,7 +55,7 @@ import numpy as np
 
 from memcluster import query
 from memcluster.backends.base import Capabilities, MemoryBackend, chain_stores, check_options
-from memcluster.backends.embedders import Embedder, resolve_embedder
+from memcluster.backends.embedders import Embedder, resolve_embedder, text_of
 from memcluster.backends.vectorlog import Drop, Put, VectorJournal, Wipe
 from memcluster.errors import ConfigError, InvalidValue, SourceUnavailable, UnsupportedQuery
 from memcluster.model import Page, Query, Record
@@ -309,13 +309,8 @@ class VectorBackend(MemoryBackend):
     # ---- embedding ----------------------------------------------------------------------------
 
     def text_of(self, value: Any) -> str:
-        """The text a value is embedded by: its `text_field` if a dict has a str there, the
-        str itself, else its str and number leaves joined by spaces."""
-        if isinstance(value, dict) and isinstance(value.get(self._text_field), str):
-            return value[self._text_field]
-        if isinstance(value, str):
-            return value
-        return query.searchable_text("", value).replace("\x1f", " ").strip()
+        """The text a value is embedded by (`embedders.text_of` with this `text_field`)."""
+        return text_of(value, self._text_field)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
