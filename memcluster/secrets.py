@@ -16,7 +16,12 @@ URL-safe characters (`user:***@`, `:***@`), or a lone user name with no password
 URL standard's and libpq's `postgresql://app@db`). Any userinfo that is malformed in any
 other way is replaced whole (`***@`). `key=value` secrets (`password=`, `token=`, ...) are
 masked wherever they appear, in a DSN, a query string, or a URL that holds a libpq DSN
-after its `scheme://` (`postgres://host=db password=x`).
+after its `scheme://` (`postgres://host=db password=x`): a quoted value to its closing
+quote (or the end, if unterminated), an unquoted one to the next unescaped whitespace, so
+an unencoded `&`, `;` or `#` in it is masked too. A password in the query string of the
+one URL `redact_url` is given is masked to the end of that URL (an unencoded space or `&`
+in it cannot end it early), which may hide the parameters after it: more than needed,
+never less.
 
 Decision: mask by parsing the one string we know is a URL, and by pattern over free text;
 the rejected alternative, keeping the password out of the URL in a separate option, would
@@ -33,9 +38,10 @@ MASK = "***"
 _SCHEME = r"[a-zA-Z][a-zA-Z0-9+.-]*://"
 _URL_USERINFO = re.compile(rf"(?P<scheme>{_SCHEME})(?P<userinfo>[^\s]*)@")
 _SAFE_USER = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=%-]*")
+_SECRET_NAMES = r"(?:password|passwd|pwd|token|secret|sslpassword)"
 _KV_SECRET = re.compile(
-    r"(?i)(?P<name>\b(?:password|passwd|pwd|token|secret|sslpassword)\s*=\s*)"
-    r"(?P<value>'(?:[^'\\]|\\.)*'?|[^\s&;]+)")
+    rf"(?i)(?P<name>\b{_SECRET_NAMES}\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'?|(?:\\.|\S)+)")
+_QUERY_SECRET = re.compile(rf"(?is)(?P<name>[?&]{_SECRET_NAMES}=).*")
 
 
 def _userinfo(info: str) -> str:
@@ -54,8 +60,8 @@ def redact_text(text: str, *known: str | None) -> str:
     for secret in known:
         if secret:
             text = text.replace(secret, MASK)
-    text = _URL_USERINFO.sub(lambda m: f"{m['scheme']}{_userinfo(m['userinfo'])}@", text)
-    return _KV_SECRET.sub(lambda m: f"{m['name']}{MASK}", text)
+    text = _KV_SECRET.sub(lambda m: f"{m['name']}{MASK}", text)  # first: a value may hold @
+    return _URL_USERINFO.sub(lambda m: f"{m['scheme']}{_userinfo(m['userinfo'])}@", text)
 
 
 def redact_url(url: str) -> str:
@@ -68,10 +74,11 @@ def redact_url(url: str) -> str:
     >>> redact_url("host=db user=app password='a b'")
     'host=db user=app password=***'
     """
+    url = _QUERY_SECRET.sub(lambda m: f"{m['name']}{MASK}", url)  # a URL has no spaces:
+    url = _KV_SECRET.sub(lambda m: f"{m['name']}{MASK}", url)     # to its end, then libpq's
     scheme = re.match(_SCHEME, url)
-    if scheme is not None and "@" in url:
-        rest = url[scheme.end():]
-        info, _, tail = rest.rpartition("@")
+    if scheme is not None and "@" in url[scheme.end():]:
+        info, _, tail = url[scheme.end():].rpartition("@")
         url = f"{scheme.group()}{_userinfo(info)}@{tail}"
     return redact_text(url)
 

@@ -26,7 +26,15 @@ from collections.abc import Callable, Sequence
 
 from memcluster import logs
 from memcluster.cli import cluster, data, demo, mcp
-from memcluster.cli.output import ENV_CLUSTER, PROG, CommandFailed, UsageError, emit, table
+from memcluster.cli.output import (
+    ENV_CLUSTER,
+    PROG,
+    CommandFailed,
+    UsageError,
+    emit,
+    one_line,
+    table,
+)
 from memcluster.cli.parser import build_parser
 from memcluster.errors import ConfigError, MemclusterError, UnknownSource
 from memcluster.manager.surface import MemorySurface
@@ -77,7 +85,7 @@ def _route_driver_logs(debug: bool) -> None:
 
 def _error(message: str) -> None:
     """Print `message` as the one error line (whitespace folded, secrets masked)."""
-    print(f"{PROG}: error: {' '.join(redact_text(message).split())}", file=sys.stderr)
+    print(f"{PROG}: error: {one_line(redact_text(message))}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

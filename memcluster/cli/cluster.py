@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memcluster.cli.output import ENV_CLUSTER, emit, table
+from memcluster.cli.output import ENV_CLUSTER, PROG, emit, one_line, table
 from memcluster.cluster import names
 from memcluster.cluster.embedded import EmbeddedState, state_dir
 from memcluster.cluster.session import ENV_RAY_ADDRESS, joined, ray_address_for
@@ -139,8 +139,7 @@ def down(args: argparse.Namespace) -> int:
                     f"{out.get('redis_keys_removed', 0)} Redis keys, "
                     f"{out.get('processes_stopped', 0)} embedded processes")
     if out["notes"]:
-        note = " ".join("; ".join(out["notes"]).split())
-        print(f"memcluster: note: {note}", file=sys.stderr)
+        print(f"{PROG}: note: {one_line('; '.join(out['notes']))}", file=sys.stderr)
     return 0
 
 

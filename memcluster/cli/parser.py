@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from memcluster.cli.output import ENV_CLUSTER, PROG
+from memcluster.cli.output import ENV_CLUSTER, PROG, one_line
 from memcluster.manager.tools import FORMATS
 from memcluster.model import MAX_LIMIT
 
@@ -41,8 +41,8 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and exit 2 (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        one_line = " ".join(message.split())  # argparse may quote what the user typed
-        self.exit(2, f"{PROG}: error: {one_line} (see '{self.prog} --help')\n")
+        # argparse may quote what the user typed: newlines, undecodable bytes
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:

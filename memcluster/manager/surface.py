@@ -344,7 +344,7 @@ class MemorySurface(ABC):
         """
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             raise InvalidValue(f"store_many takes a list of items, got {type(items).__name__}")
-        ns = codec.check_namespace(namespace)
+        ns, name = codec.check_namespace(namespace), self._source(source)
         make, plain, max_bytes = StoreOp.make, StoreOp.make_plain, self.max_value_bytes
         ops = []
         append = ops.append
@@ -368,37 +368,45 @@ class MemorySurface(ABC):
                 raise type(exc)(f"items[{i}]: {exc}") from None
         if not ops:
             return []
-        return _all((yield self._source(source), ops))
+        return _all((yield name, ops))
 
     @operation
     def retrieve_many(self, keys: Sequence[str], *, source: str | None = None,
                       namespace: str | tuple[str, ...] = "") -> Steps:
         """{key: Record} for the keys that exist (missing keys are left out)."""
-        ops = [RetrieveOp.make(k, namespace=namespace) for k in _key_list(keys, "retrieve_many")]
+        ns, name = codec.check_namespace(namespace), self._source(source)
+        ops = [RetrieveOp.make(k, namespace=ns) for k in _key_list(keys, "retrieve_many")]
         if not ops:
             return {}
-        results = _all((yield self._source(source), ops))
+        results = _all((yield name, ops))
         return {op.key: rec for op, rec in zip(ops, results, strict=True) if rec is not None}
 
     @operation
     def delete_many(self, keys: Sequence[str], *, source: str | None = None,
                     namespace: str | tuple[str, ...] = "") -> Steps:
         """Remove `keys`; returns how many existed."""
-        ops = [DeleteOp.make(k, namespace=namespace) for k in _key_list(keys, "delete_many")]
+        ns, name = codec.check_namespace(namespace), self._source(source)
+        ops = [DeleteOp.make(k, namespace=ns) for k in _key_list(keys, "delete_many")]
         if not ops:
             return 0
-        return sum(1 for removed in _all((yield self._source(source), ops)) if removed)
+        return sum(1 for removed in _all((yield name, ops)) if removed)
 
     @operation
     def clear(self, *, source: str | None = None, namespace: str | tuple[str, ...] = "",
               all_namespaces: bool = False, confirm: bool = False) -> Steps:
         """Remove every record of `namespace` (or of every namespace); returns how many.
 
-        Requires `confirm=True`, else ConfirmationRequired and nothing is removed.
+        Requires `confirm=True`, else ConfirmationRequired and nothing is removed. Only
+        `all_namespaces=True` reaches beyond one namespace: `namespace=None` means the
+        default namespace "" here as everywhere, never "all of them".
         """
         if confirm is not True:
             raise ConfirmationRequired("clear removes every record; pass confirm=True")
-        op = ClearOp.make(namespace=None if all_namespaces else namespace)
+        if type(all_namespaces) is not bool:
+            raise InvalidValue(f"all_namespaces must be true or false, got "
+                               f"{type(all_namespaces).__name__}")
+        ns = codec.check_namespace(namespace)
+        op = ClearOp.make(namespace=None if all_namespaces else ns)
         return int(_first((yield self._source(source), [op])))
 
     # ---- export, tools, lifecycle -------------------------------------------------------
