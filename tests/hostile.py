@@ -293,7 +293,8 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Arg]]] = {
 
 
 @st.composite
-def _call(draw: st.DrawFn, method: str, exclude: frozenset[str]) -> Call:
+def _call(draw: st.DrawFn, method: str, exclude: frozenset[str], made_up_cursors: bool
+          ) -> Call:
     positional, arguments = SIGNATURES[method]
     names = list(arguments)
     n_hostile = draw(st.sampled_from([0, 0, 1, 1, 1, 2]))
@@ -301,6 +302,8 @@ def _call(draw: st.DrawFn, method: str, exclude: frozenset[str]) -> Call:
     drawn = {}
     for name in names:
         valid, bad = arguments[name]
+        if name == "cursor" and not made_up_cursors:
+            valid = st.sampled_from([OMIT, None])
         value = draw(bad if name in chosen else valid)
         if value is OMIT and name in positional:
             value = None
@@ -310,10 +313,14 @@ def _call(draw: st.DrawFn, method: str, exclude: frozenset[str]) -> Call:
     return Call(method, args, kwargs)
 
 
-def calls(*, exclude: frozenset[str] = frozenset()) -> st.SearchStrategy[Call]:
+def calls(*, exclude: frozenset[str] = frozenset(), made_up_cursors: bool = True
+          ) -> st.SearchStrategy[Call]:
     """Every public memory method with adversarial arguments (`exclude`: keyword
-    arguments never to pass, e.g. what a surface under test does not take)."""
-    return st.sampled_from(sorted(SIGNATURES)).flatmap(lambda m: _call(m, exclude))
+    arguments never to pass). A `list_keys` cursor is opaque: a local backend reads any
+    str as the last key seen, a cluster refuses one it did not hand out; with
+    `made_up_cursors=False` only hostile cursors (refused by both) or none are drawn."""
+    return st.sampled_from(sorted(SIGNATURES)).flatmap(
+        lambda m: _call(m, exclude, made_up_cursors))
 
 
 BASELINE = [Call("store", ("k1", {"text": "keep me", "n": 1}),

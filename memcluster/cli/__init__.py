@@ -117,6 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = str(exc)
         elif isinstance(exc, MemclusterError):
             message = f"{type(exc).__name__}: {exc}"
+        elif isinstance(exc, OSError):  # a file the command was pointed at, not a bug
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"{exc.strerror or type(exc).__name__}{where}"
         else:
             message = f"unexpected {type(exc).__name__}: {exc}"
         _error(message)

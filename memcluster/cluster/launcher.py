@@ -8,10 +8,11 @@ started.
 
 Decisions (what a failure leaves behind):
 - **A failed start undoes what it started**, and only that: a manager actor it created
-  (with the shards that manager made, found by the cluster's Ray namespace), and the
-  embedded Ray head and redis-server it launched in this call. A manager, head or
-  redis-server that was already running is left alone, so a failed `up` against a running
-  cluster never takes it down. The error is raised after the clean-up.
+  (with the shards that manager made, found by the cluster's Ray namespace, and the Redis
+  keys they wrote), and the embedded Ray head and redis-server it launched in this call.
+  A manager, head or redis-server that was already running is left alone, so a failed
+  `up` against a running cluster never takes it down. The error is raised after the
+  clean-up.
 - **`stop_cluster` always stops what it can**: a manager that cannot clean up (its Redis is
   gone, or it does not answer within `timeout`) does not stop the rest. Its actors are
   killed by name, the recorded embedded processes are stopped, and what could not be done
@@ -212,6 +213,7 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
         if embedded.ray_temp_dir or embedded.redis_pid:
             embedded.save()
         started.manager = not _manager_exists(name)
+        started.redis_url = redis_url
         try:
             manager = manager_actor_class().options(
                 name=names.manager_name(name), namespace=namespace, lifetime="detached",
@@ -236,15 +238,26 @@ class _Started:
     def __init__(self, state: EmbeddedState) -> None:
         self.state = state
         self.head = self.redis = self.joined = self.manager = False
+        self.redis_url: str | None = None
 
     def undo(self, name: str) -> None:
-        """Kill the manager and shards this call created, leave the Ray it joined, stop the
-        embedded processes it launched; never raises (the start's error is the one to see)."""
+        """Kill the manager and shards this call created and remove the Redis keys they
+        wrote, leave the Ray it joined, stop the embedded processes it launched; never
+        raises (the start's error is the one to see)."""
         import ray
 
         with contextlib.suppress(Exception):
             if self.manager and ray.is_initialized():
                 kill_cluster_actors(name)
+        with contextlib.suppress(Exception):
+            if self.manager and self.redis_url and not self.redis:
+                from memcluster.cluster.coord.coordinator import Coordinator
+
+                coord = Coordinator(self.redis_url, name)
+                try:
+                    coord.destroy()
+                finally:
+                    coord.close()
         with contextlib.suppress(Exception):
             if self.joined and ray.is_initialized():
                 ray.shutdown()

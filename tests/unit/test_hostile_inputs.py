@@ -34,6 +34,7 @@ from tests import hostile
 
 SEED = int(os.environ.get("MEMCLUSTER_TEST_SEED", "0"))
 WHERE = f"(MEMCLUSTER_TEST_SEED={SEED})"
+EXAMPLES = int(os.environ.get("MEMCLUSTER_HOSTILE_EXAMPLES", "30"))  # more: a longer hunt
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ def targets(world):
 # ---- the property -----------------------------------------------------------------------------
 
 @seed(SEED)
-@settings(max_examples=30, deadline=None, derandomize=False, print_blob=True,
+@settings(max_examples=EXAMPLES, deadline=None, print_blob=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.large_base_example])
 @given(calls=st.lists(hostile.calls(), min_size=1, max_size=8))
