@@ -18,7 +18,10 @@ through a write):
 - **Keys and namespaces hold no NUL** (`InvalidKey`): PostgreSQL text cannot store it, so
   accepting it elsewhere would make backends disagree. Values and metadata may hold NUL;
   every backend stores them exactly (PostgreSQL keeps them in msgpack bytea).
-- **Metadata is bounded like a value** when a size limit is given (`StoreOp.make`).
+- **Metadata is bounded like a value** when a size limit is given (`StoreOp.make`), and
+  nested at most `MAX_METADATA_DEPTH` (16) deep: the stores that index it keep it in a
+  JSON column, and MariaDB's refuses JSON nested 32 deep (values, kept as msgpack bytes
+  everywhere, may nest 64 deep).
 - **TTL is at most `MAX_TTL` (100 years).** Longer is "never" (`ttl=None`); the bound keeps
   `now + ttl` and Redis's PEXPIRE milliseconds far inside what every store represents,
   where 1e17 seconds overflowed Redis after it had already replaced the record.
@@ -41,6 +44,7 @@ from memcluster.errors import InvalidKey, InvalidValue
 MAX_KEY_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 MAX_DEPTH = 64
+MAX_METADATA_DEPTH = 16
 MAX_TTL = 100 * 365.25 * 86400.0  # seconds: 100 years
 MAX_VERSION = (1 << 63) - 1
 _INT_MIN = -(1 << 63)
@@ -102,10 +106,11 @@ def check_native(value: Any, *, what: str = "value", depth: int = MAX_DEPTH) -> 
 
 
 def encode_value(value: Any, *, max_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
-                 what: str = "value") -> bytes:
-    """Validate `value` and return its encoding; `InvalidValue` if it is not native, holds
-    a str that is not valid UTF-8, or is larger than `max_bytes` (None: no limit)."""
-    check_native(value, what=what)
+                 what: str = "value", depth: int = MAX_DEPTH) -> bytes:
+    """Validate `value` and return its encoding; `InvalidValue` if it is not native, nested
+    deeper than `depth`, holds a str that is not valid UTF-8, or is larger than
+    `max_bytes` (None: no limit)."""
+    check_native(value, what=what, depth=depth)
     try:
         blob = encode(value)
     except UnicodeEncodeError:  # msgpack encodes str strictly: a lone surrogate
@@ -173,14 +178,15 @@ def check_text(text: Any, what: str, *, nul: bool = False) -> str:
 
 def check_metadata(metadata: Any, *, max_bytes: int | None = None) -> dict[str, Any]:
     """Return a plain dict copy of `metadata` (None -> {}), validated like a value
-    (msgpack-native, valid UTF-8, at most `max_bytes` encoded when given)."""
+    (msgpack-native, valid UTF-8, at most `max_bytes` encoded when given) and nested at
+    most `MAX_METADATA_DEPTH` deep."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidValue(f"metadata must be a dict, got {type(metadata).__name__}")
     meta = dict(metadata)
     if meta:
-        encode_value(meta, max_bytes=max_bytes, what="metadata")
+        encode_value(meta, max_bytes=max_bytes, what="metadata", depth=MAX_METADATA_DEPTH)
     return meta
 
 

@@ -70,8 +70,9 @@ wrong_types = st.sampled_from(WRONG)
 
 
 def _nested(depth: int) -> Any:
+    """`depth` lists nested in one another around a str."""
     value: Any = "leaf"
-    for _ in range(depth - 1):
+    for _ in range(depth):
         value = [value]
     return value
 
@@ -109,9 +110,11 @@ LABELS = [{"labels": ["x", "y"]}, {"labels": {"+0": "x"}}, {"labels": {" 0": "x"
           {"n": math.nan}, {"raw": b"\x00"}, {"s": "nul\x00"}]
 given_metadata = st.one_of(st.none(), st.sampled_from(LABELS),
                            st.dictionaries(field_names, valid_values, max_size=3))
-valid_metadata = st.one_of(st.just(OMIT), given_metadata)
+valid_metadata = st.one_of(st.just(OMIT), given_metadata,
+                           st.just({"deep": _nested(15)}))  # 16 deep in all: the limit
 bad_metadata = st.one_of(
-    st.sampled_from([[("a", 1)], "meta", 5, {"big": GIANT}, {1: "a"}, {"deep": _nested(65)}]),
+    st.sampled_from([[("a", 1)], "meta", 5, {"big": GIANT}, {1: "a"}, {"deep": _nested(65)},
+                     {"deep": _nested(16)}]),
     st.builds(lambda v: {"m": v}, bad_values.filter(lambda v: not isinstance(v, str))),
     st.builds(lambda k: {k: 1}, bad_texts.filter(lambda t: "\x00" not in t)))
 

@@ -58,6 +58,20 @@ def _drop_postgres_table(dsn: str, tag: str) -> None:
         conn.execute(f'DROP TABLE IF EXISTS public."{tag}"')
 
 
+def _drop_mysql_table(dsn: str, tag: str) -> None:
+    import pymysql
+    from urllib.parse import urlsplit
+
+    url = urlsplit(dsn)
+    conn = pymysql.connect(host=url.hostname, port=url.port or 3306, user=url.username,
+                           password=url.password or "", database=url.path.lstrip("/"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP TABLE IF EXISTS `{tag}`")
+    finally:
+        conn.close()
+
+
 BACKENDS: dict[str, BackendCase] = {
     "memory": BackendCase("memory", lambda tmp, svc, tag: {"cleanup_interval": 0},
                           persistent=False),
@@ -75,6 +89,10 @@ BACKENDS: dict[str, BackendCase] = {
                             service="postgres_dsn", cleanup=_drop_postgres_table),
     "vector": BackendCase("vector", lambda tmp, svc, tag: {
         "path": str(tmp / "vectors"), "dimension": 32, "sync": "os"}, semantic=True),
+    "mysql": BackendCase("mysql", lambda tmp, dsn, tag: {"dsn": dsn, "table_name": tag},
+                         service="mysql_dsn", cleanup=_drop_mysql_table),
+    "qdrant": BackendCase("qdrant", lambda tmp, svc, tag: {
+        "path": str(tmp / "qdrant"), "embedder": "hashing", "dimension": 32}, semantic=True),
 }
 
 
@@ -287,3 +305,16 @@ def test_5_the_largest_accepted_limit_and_version_work_everywhere(targets):
                                                  {"if_version": (1 << 63) - 1}))
         assert isinstance(outcome, MemclusterError) and type(outcome).__name__ == \
             "VersionConflict", (t.label, outcome)
+
+
+def test_metadata_nested_beyond_16_is_refused_by_every_backend(targets):
+    """Found by the property: MariaDB's JSON column refuses metadata nested 32 deep (a raw
+    CONSTRAINT failure) where every other backend stored it; metadata is now bounded at
+    16 levels for all, values stay at 64."""
+    deep = {"deep": hostile._nested(16)}
+    outcomes = _each(targets, hostile.Call("store", ("k", 1), {"metadata": deep}))
+    assert all(type(o) is InvalidValue for o in outcomes.values()), outcomes
+    at_limit = {"deep": hostile._nested(15)}
+    for t in targets:
+        rec = t.surface.store("k", hostile._nested(64), source=t.source, metadata=at_limit)
+        assert t.surface.retrieve("k", source=t.source).metadata == at_limit == rec.metadata
