@@ -103,7 +103,7 @@ def test_10_down_stops_the_cluster_when_its_redis_is_gone(ray_session, redis_ser
     assert _left_in_namespace(name)
     redis_server.stop()
     code = cli.main(["--cluster", name, "down"])
-    out, err = capsys.readouterr()
+    _out, err = capsys.readouterr()
     assert code == 0, err
     assert err.count("\n") == 1 and err.startswith("memcluster: note: ")
     assert "Redis keys" in err and "Traceback" not in err
