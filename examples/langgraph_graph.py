@@ -6,6 +6,9 @@ The graph has two nodes. `remember` stores what the user asks it to remember in 
 namespace ("memories", <user>) of the store given to `compile(store=...)`; `recall`
 searches that namespace and answers with what it found. Nodes reach the store through
 LangGraph's `Runtime`, exactly as they would reach `InMemoryStore` or `PostgresStore`.
+The store is made with `substring_query=True`: with no embedding index, LangGraph's
+stores ignore a search's `query`; this opt-in matches it as a substring of the memories
+instead (give `index={...}` or use a vector source for semantic search).
 
 The run shows three things: memories written in one invocation are found by the next;
 each user sees only their own; and they survive a restart, because the store here is a
@@ -89,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = Path(args.path or Path(tmp) / "memory.db")
         print("session 1")
         with open_memory(path) as memory:
-            app = build_graph(MemclusterStore(memory))
+            app = build_graph(MemclusterStore(memory, substring_query=True))
             chat(app, "ada", "remember: I take my tea with lemon")
             chat(app, "ada", "remember: my cat is called Ziggy")
             chat(app, "bob", "remember: I prefer coffee")
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bob_tea = chat(app, "bob", "tea")
         print("session 2 (a new process would see the same)")
         with open_memory(path) as memory:
-            store = MemclusterStore(memory)
+            store = MemclusterStore(memory, substring_query=True)
             app = build_graph(store)
             later = chat(app, "ada", "cat")
             users = store.list_namespaces(prefix=("memories",))

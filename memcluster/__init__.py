@@ -11,7 +11,7 @@ from memcluster import errors
 from memcluster.backends.base import Capabilities, MemoryBackend
 from memcluster.errors import MemclusterError
 from memcluster.manager import Config, MemoryManager, MemorySurface, load_config, memory_source
-from memcluster.model import Page, Query, Record, SourceSpec
+from memcluster.model import Page, Query, Ranking, Record, SourceSpec
 
 __version__ = "0.1.0"
 
@@ -36,6 +36,7 @@ __all__ = [
     "MemorySurface",
     "Page",
     "Query",
+    "Ranking",
     "Record",
     "SourceSpec",
     "connect",

@@ -21,7 +21,6 @@ Decisions:
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 from collections.abc import Mapping
@@ -31,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from memcluster.consolidation import check_config as check_consolidation
 from memcluster.errors import ConfigError
 from memcluster.model import SourceSpec
 
@@ -42,13 +42,67 @@ DEFAULT_NAME = "memcluster"
 DEFAULT_METRICS_PORT = 9464
 
 _TOP_KEYS = ("name", "redis_url", "ray_address", "metrics_port", "max_value_bytes", "sources",
-             "health")
+             "health", "placement")
 _SOURCE_KEYS = ("name", "backend", "description", "default", "shards", "replicas",
-                "write_quorum", "read_quorum", "opts", "supervision")
+                "write_quorum", "read_quorum", "opts", "supervision", "consolidation")
 _SUPERVISION_KEYS = ("strategy", "intensity", "period")
 # Cluster health checks and timeouts (seconds; lease_ttl in seconds too). Tests shorten them.
+# open_timeout bounds a new shard's open (a backend may load a model or a big file);
+# copy_timeout how long one page of a handoff or hydration copy may keep failing.
 DEFAULT_HEALTH: dict[str, Any] = {"interval": 1.0, "ping_timeout": 0.5, "misses": 3,
-                                  "call_timeout": 10.0, "lease_ttl": 5.0}
+                                  "call_timeout": 10.0, "lease_ttl": 5.0,
+                                  "open_timeout": 60.0, "copy_timeout": 60.0}
+NODE = "node"
+# The manager asks for this much CPU so that, by default, a 0-CPU head never hosts it.
+MANAGER_CPU = 0.001
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    """The `placement:` config: failure domain key and the resources that make a node
+    eligible (None: any node with CPU > 0)."""
+
+    domain: str = NODE
+    resources: Mapping[str, float] | None = None
+    auto_rebalance: bool = False
+
+    @classmethod
+    def from_config(cls, raw: Any) -> PlacementPolicy:
+        """Parse and check the section (ConfigError naming the field)."""
+        if raw is not None and not isinstance(raw, Mapping):
+            raise ConfigError(f"placement: must be a mapping, got {_kind(raw)}")
+        raw = dict(raw or {})
+        unknown = sorted(set(raw) - {"domain", "resources", "auto_rebalance"})
+        if unknown:
+            raise ConfigError(f"placement: unknown key(s) {', '.join(unknown)}")
+        domain = raw.get("domain", NODE)
+        if not isinstance(domain, str) or not domain:
+            raise ConfigError("placement.domain: must be 'node' or a node label name")
+        resources = raw.get("resources")
+        if resources is not None:
+            if not isinstance(resources, Mapping) or not resources or not all(
+                    isinstance(k, str) and k and isinstance(v, (int, float))
+                    and not isinstance(v, bool) and v > 0 for k, v in resources.items()):
+                raise ConfigError("placement.resources: must map resource names to "
+                                  "positive amounts")
+            resources = {k: float(v) for k, v in resources.items()}
+        auto = raw.get("auto_rebalance", False)
+        if not isinstance(auto, bool):
+            raise ConfigError("placement.auto_rebalance: must be true or false")
+        return cls(domain, resources, auto)
+
+    def actor_options(self) -> dict[str, Any]:
+        """The Ray actor options that keep the manager on an eligible node (a tiny share
+        of the eligibility resource, so Ray restarts it on another eligible node if its
+        own dies)."""
+        if self.resources:
+            return {"resources": {k: min(v, MANAGER_CPU) for k, v in self.resources.items()}}
+        return {"num_cpus": MANAGER_CPU}
+
+    def as_config(self) -> dict[str, Any]:
+        """The `placement:` section that loads back as this policy."""
+        return {"domain": self.domain, "resources": None if self.resources is None
+                else dict(self.resources), "auto_rebalance": self.auto_rebalance}
 
 
 @dataclass(frozen=True)
@@ -65,6 +119,7 @@ class Config:
     sources: tuple[SourceSpec, ...] = field(default=(), repr=False)
     max_value_bytes: int | None = None
     health: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_HEALTH))
+    placement: PlacementPolicy = field(default_factory=PlacementPolicy)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __repr__(self) -> str:
@@ -105,17 +160,20 @@ def load_config(source: str | Path | Mapping[str, Any] | Config) -> Config:
     return Config(name=expanded["name"], redis_url=expanded["redis_url"],
                   ray_address=expanded["ray_address"], metrics_port=expanded["metrics_port"],
                   sources=sources, max_value_bytes=expanded["max_value_bytes"],
-                  health=expanded["health"], raw=raw)
+                  health=expanded["health"],
+                  placement=PlacementPolicy.from_config(expanded.get("placement")), raw=raw)
 
 
 def memory_source(name: str, backend: Any, *, description: str = "", default: bool = False,
                   opts: Mapping[str, Any] | None = None, shards: int = 1,
                   replicas: int | None = None, write_quorum: int | None = None,
-                  supervision: Mapping[str, Any] | None = None) -> SourceSpec:
+                  supervision: Mapping[str, Any] | None = None,
+                  consolidation: Mapping[str, Any] | None = None) -> SourceSpec:
     """Describe one named memory source (the Python form of a `sources:` entry).
 
     `backend` is a registered name (`memory`, `sqlite`, ...), a dotted path, or a
-    MemoryBackend subclass. Raises `ConfigError` naming the bad field.
+    MemoryBackend subclass. `consolidation`: see `memcluster.consolidation.check_config`.
+    Raises `ConfigError` naming the bad field.
     """
     entry: dict[str, Any] = {"name": name, "backend": backend, "description": description,
                              "default": default, "opts": {} if opts is None else opts,
@@ -123,6 +181,8 @@ def memory_source(name: str, backend: Any, *, description: str = "", default: bo
                              "write_quorum": write_quorum}
     if supervision is not None:
         entry["supervision"] = supervision
+    if consolidation is not None:
+        entry["consolidation"] = consolidation
     path = f"memory_source({name!r})" if isinstance(name, str) else "memory_source"
     return _make_spec(_validate_source(entry, path))
 
@@ -236,6 +296,8 @@ def _validate_top(data: dict[str, Any]) -> dict[str, Any]:
                                 optional=True),
     }
     out["health"] = _validate_health(data.get("health"), "health")
+    if data.get("placement") is not None:
+        out["placement"] = PlacementPolicy.from_config(data["placement"]).as_config()
     sources = data.get("sources")
     if not isinstance(sources, list) or not sources:
         raise ConfigError(f"sources: must be a non-empty list, got {_kind(sources)}"
@@ -284,9 +346,28 @@ def _validate_source(entry: Any, path: str) -> dict[str, Any]:
         opts = {}
     if not isinstance(opts, Mapping) or not all(isinstance(k, str) for k in opts):
         raise ConfigError(f"{path}.opts: must be a mapping with string keys, got {_kind(opts)}")
-    out["opts"] = copy.deepcopy(dict(opts))
+    out["opts"] = _copy_plain(dict(opts))
     out["supervision"] = _validate_supervision(entry.get("supervision"), f"{path}.supervision")
+    if entry.get("consolidation") is not None:
+        check_consolidation(entry["consolidation"], f"{path}.consolidation")
+        out["consolidation"] = _copy_plain(dict(entry["consolidation"]))
     return out
+
+
+def _copy_plain(value: Any) -> Any:
+    """A copy of the dicts, lists and tuples in `value`; anything else kept as the same object.
+
+    Opts may hold a user's embedder (a function, a bound method whose object holds a lock
+    or a model): a deep copy would copy that object, or fail on it with a raw TypeError.
+    Only the containers are copied, so later edits to the caller's dict do not leak in.
+    """
+    if isinstance(value, dict):
+        return {k: _copy_plain(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy_plain(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_copy_plain(v) for v in value)
+    return value
 
 
 def _validate_supervision(value: Any, path: str) -> dict[str, Any]:
@@ -313,7 +394,8 @@ def _validate_health(value: Any, path: str) -> dict[str, Any]:
     _check_keys(value, tuple(DEFAULT_HEALTH), path)
     merged = {**DEFAULT_HEALTH, **value}
     _int(merged["misses"], f"{path}.misses", minimum=1)
-    for key in ("interval", "ping_timeout", "call_timeout", "lease_ttl"):
+    for key in ("interval", "ping_timeout", "call_timeout", "lease_ttl", "open_timeout",
+                "copy_timeout"):
         number = merged[key]
         if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
             raise ConfigError(f"{path}.{key}: must be a number of seconds > 0")
@@ -349,4 +431,5 @@ def _make_spec(src: dict[str, Any]) -> SourceSpec:
     return SourceSpec(name=src["name"], backend=src["backend"], description=src["description"],
                       default=src["default"], opts=src["opts"], shards=src["shards"],
                       replicas=src["replicas"], write_quorum=src["write_quorum"],
-                      supervision=src["supervision"], read_quorum=src.get("read_quorum"))
+                      supervision=src["supervision"], read_quorum=src.get("read_quorum"),
+                      consolidation=src.get("consolidation"))

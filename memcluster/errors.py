@@ -113,6 +113,11 @@ class ShardUnavailable(TransientError):
     """A shard cannot serve this call now (busy, hydrating, restarting); retry shortly."""
 
 
+class ShardRecovering(ShardUnavailable):
+    """A shard is starting or still copying its keys back (hydrating): it serves neither
+    reads nor primary writes yet. Reads may go to a replica; writes wait for it."""
+
+
 class ShardDied(MemclusterError):
     """A shard actor is gone for good (permanent): route around it until it is replaced."""
 
@@ -154,6 +159,7 @@ __all__ = [
     "NotFound",
     "QuorumNotReached",
     "ShardDied",
+    "ShardRecovering",
     "ShardUnavailable",
     "SourceUnavailable",
     "StaleRing",

@@ -161,9 +161,18 @@ class ClusterCollector(Collector):
                                    "Replica writes that failed.", labels=["source"])
         ring = GaugeMetricFamily("memcluster_ring_version", "Current ring version.",
                                  labels=["source"])
+        domains = GaugeMetricFamily("memcluster_failure_domains",
+                                    "Failure domains a source's shards run in.",
+                                    labels=["source"])
+        domains_ok = GaugeMetricFamily("memcluster_failure_domains_ok",
+                                       "1 if every key's replicas sit in distinct failure "
+                                       "domains, 0 if fewer domains than replicas.",
+                                       labels=["source"])
         op_stats: dict[str, Any] = {}
         for source, info in sorted(sources.items()):
             ring.add_metric([source], info.get("ring_version", 0))
+            domains.add_metric([source], info.get("failure_domains", 0))
+            domains_ok.add_metric([source], 1.0 if info.get("domains_ok", True) else 0.0)
             restarts.add_metric([source], info.get("restarts", 0))
             repl.add_metric([source], info.get("replication_failures", 0))
             shard_ops = []
@@ -179,7 +188,8 @@ class ClusterCollector(Collector):
         epoch = GaugeMetricFamily("memcluster_manager_epoch", "Fencing epoch of the leader.")
         epoch.add_metric([], report.get("epoch", 0))
         yield from op_families("memcluster", op_stats)
-        yield from (records, size, state, hydration, restarts, repl, ring, epoch)
+        yield from (records, size, state, hydration, restarts, repl, ring, domains,
+                    domains_ok, epoch)
 
 
 class ClientStats:

@@ -8,8 +8,9 @@ boundaries unchanged. Query validates itself at construction: a bad limit or an 
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ MAX_LIMIT = (1 << 31) - 1
 every store takes it as a LIMIT/OFFSET (a 64-bit one overflowed SQLite and PostgreSQL),
 `offset + limit` stays far inside 64 bits wherever it is added up, and no page can hold
 that many records anyway."""
+SEARCH_MODES = ("vector", "keyword", "hybrid")
 T = TypeVar("T")
 
 
@@ -160,6 +162,77 @@ class Query:
         return replace(base, **given) if given else base
 
 
+def _check_number(name: str, value: Any, *, positive: bool) -> float:
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        shown = repr(value)[:40] if isinstance(value, float) or number == number \
+            else type(value).__name__
+        raise InvalidValue(f"Ranking.{name} must be a finite number "
+                           f"{'> 0' if positive else '>= 0'}, got {shown}")
+    return number
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    """How a search combines relevance with recency and importance (Park et al., 2023).
+
+    score = (relevance * rel + recency * 0.5 ** (age / half_life) + importance * imp)
+            / (relevance + recency + importance)
+
+    where rel is the search mode's relevance in [0, 1], age is seconds since the record's
+    `updated_at`, and imp is the number at `importance_field` (a dotted metadata path)
+    divided by `importance_scale` and clipped to [0, 1] (missing or not a number: 0). Each
+    term depends on the record alone, never on the other candidates, so a cluster's
+    per-shard top-k merge to the same answer as one store would give.
+    """
+
+    relevance: float = 1.0
+    recency: float = 0.0
+    importance: float = 0.0
+    half_life: float = 86400.0
+    importance_field: str = "importance"
+    importance_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("relevance", "recency", "importance"):
+            _check_number(name, getattr(self, name), positive=False)
+        if self.relevance + self.recency + self.importance <= 0:
+            raise InvalidValue("Ranking needs at least one weight > 0")
+        _check_number("half_life", self.half_life, positive=True)
+        _check_number("importance_scale", self.importance_scale, positive=True)
+        if not isinstance(self.importance_field, str) or not self.importance_field:
+            raise InvalidValue(f"Ranking.importance_field must be a non-empty str, "
+                               f"got {self.importance_field!r}")
+
+    @classmethod
+    def of(cls, value: Ranking | Mapping[str, Any] | None) -> Ranking | None:
+        """A Ranking from a Ranking, a dict of its fields (unknown ones: InvalidValue) or None."""
+        if value is None or isinstance(value, Ranking):
+            return value
+        if not isinstance(value, Mapping):
+            raise InvalidValue(f"ranking must be a Ranking or a dict, got {type(value).__name__}")
+        unknown = [repr(k)[:40] for k in value if k not in cls.__dataclass_fields__]
+        if unknown:
+            raise InvalidValue(f"ranking: unknown field(s) {', '.join(unknown)}; "
+                               f"known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**value)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def check_mode(mode: Any) -> str | None:
+    """`mode` if it is None or one of SEARCH_MODES, else InvalidValue."""
+    if mode is not None and mode not in SEARCH_MODES:
+        raise InvalidValue(f"mode must be one of {', '.join(SEARCH_MODES)}, got {mode!r}")
+    return mode
+
+
 @dataclass(frozen=True, slots=True)
 class Page:
     """One page of keys; `cursor` is opaque and None when there are no more."""
@@ -194,3 +267,4 @@ class SourceSpec:
     write_quorum: int | None = None
     supervision: dict[str, Any] = field(default_factory=dict)
     read_quorum: int | None = None  # cluster: replicas compared per read (None/1 = primary)
+    consolidation: dict[str, Any] | None = None  # see memcluster.consolidation.check_config

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from memcluster import codec
 from memcluster.errors import InvalidValue, VersionConflict
-from memcluster.model import Query, Record, check_count, fast_constructor
+from memcluster.model import Query, Ranking, Record, check_count, check_mode, fast_constructor
 from memcluster.query import check_filter
 
 _counter = itertools.count()
@@ -155,30 +155,42 @@ class UpdateOp:
     metadata: dict[str, Any] | None = field(default=None, compare=False)
     ttl: float | None = None
     max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES
+    op_id: str | None = None
     kind: ClassVar[str] = "update"
 
     @classmethod
     def make(cls, key: Any, fn: Callable[[Any], Any], *, namespace: Any = "",
              metadata: Any = None, ttl: Any = None,
-             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES) -> UpdateOp:
+             max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
+             op_id: str | None = None) -> UpdateOp:
         if not callable(fn):
             raise InvalidValue(f"update needs a callable, got {type(fn).__name__}")
         meta = None if metadata is None else codec.check_metadata(metadata, max_bytes=max_bytes)
         return cls(codec.check_key(key), fn, codec.check_namespace(namespace), meta,
-                   codec.check_ttl(ttl), max_bytes)
+                   codec.check_ttl(ttl), max_bytes, op_id)
 
 
 @dataclass(frozen=True, slots=True)
 class SearchOp:
+    """Search one namespace. `mode` (vector | keyword | hybrid) and `ranking` (recency and
+    importance weights) apply to text queries on backends that declare them in their
+    capabilities; None means the source's default. `parts=True` asks a backend that can
+    for its raw candidates (`memcluster.retrieval.Candidates`) instead of records, so a
+    scatter merge can rank across shards; a backend that cannot returns records."""
+
     query: Query
     namespace: str = ""
     key: None = None
+    mode: str | None = None
+    ranking: Ranking | None = None
+    parts: bool = False
     kind: ClassVar[str] = "search"
 
     @classmethod
     def make(cls, query: Query | str | None = None, *, namespace: Any = "",
-             **overrides: Any) -> SearchOp:
-        return cls(check_query(Query.of(query, **overrides)), codec.check_namespace(namespace))
+             mode: Any = None, ranking: Any = None, **overrides: Any) -> SearchOp:
+        return cls(check_query(Query.of(query, **overrides)), codec.check_namespace(namespace),
+                   None, check_mode(mode), Ranking.of(ranking))
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,9 +247,13 @@ class ReplicateOp:
     """Install `record` as is unless a live copy with a version >= its version exists.
 
     Used by replication, hydration and rebalancing; idempotent by construction.
+    `attachment` is what the sending backend derived from the record and offers so the
+    receiver need not derive it again (`MemoryBackend.attachments`: the vector backend's
+    embedding); a receiver that cannot use it ignores it.
     """
 
     record: Record = field(compare=False)
+    attachment: bytes | None = field(default=None, compare=False)
     kind: ClassVar[str] = "replicate"
 
     @property

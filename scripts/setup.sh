@@ -16,11 +16,11 @@ fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
 "${pip[@]}" --upgrade pip setuptools wheel
 
-extras="embedded,postgres,mysql,qdrant,langgraph,mcp"
+extras="embedded,postgres,mysql,qdrant,langgraph,mcp,rest"
 if [ "$mode" = "--test" ]; then
     # torch first, pinned to the CPU build: sentence-transformers would otherwise pull CUDA.
     "${pip[@]}" "torch==2.13.0"
-    extras="$extras,embeddings,test"
+    extras="$extras,embeddings,langmem,test"
 fi
 "${pip[@]}" -e ".[$extras]"
 

@@ -15,7 +15,10 @@ built on those: `update` is a compare-and-set retry loop (atomic per key because
 with `if_version` is), `count` pages through search, `clear` pages through keys. The
 cluster also needs `replicate` and `export` (handoff is part of the contract, as in
 riak_core's vnode behaviour); a backend without them can only run with one replica and
-cannot be rebalanced.
+cannot be rebalanced. Optional hooks for the cluster, with no-op defaults:
+`replicate_many` (a batch of replicates, e.g. one embedder call), `attachments` (derived
+data, such as an embedding, to send with a record to its replicas) and `drain_evicted`
+(the keys a bounded backend evicted, for the shard to delete on the replicas).
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class Capabilities:
     text: "substring" (case-insensitive on key and value), "semantic" (similarity, sets
     Record.score) or None. ttl: "lazy" (hidden at once, removed on access or by a sweeper),
     "sweeper", or "native" (the store expires keys itself). durable: the store outlives
-    the process, so the cluster defaults to one replica.
+    the process, so the cluster defaults to one replica. modes: the search modes a text
+    query may ask for (`SearchOp.mode`: "vector", "keyword", "hybrid"); ranking: whether
+    a search may carry a `Ranking` (recency and importance).
     """
 
     text: str | None = "substring"
@@ -71,9 +76,12 @@ class Capabilities:
     native_batch: bool = False
     durable: bool = False
     handoff: bool = True
+    modes: tuple[str, ...] = ()
+    ranking: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-shaped: the tuple of modes becomes a list."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def check_options(backend: str, opts: Mapping[str, Any], known: Iterable[str]) -> None:
@@ -118,6 +126,13 @@ class MemoryBackend(ABC):
     def __init__(self, *, prefix: str = "", clock: Clock = time.time) -> None:
         self.prefix = prefix
         self.clock = clock
+
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        """True if, with `opts`, the data lives on the disk of the node the shard runs on
+        (files, sqlite, a vector store with a `path`): a lost node loses it unless the
+        source keeps replicas in other failure domains."""
+        return False
 
     # ---- required -------------------------------------------------------------------
 
@@ -238,6 +253,37 @@ class MemoryBackend(ABC):
         """
         raise UnsupportedOperation(f"backend {self.name!r} does not support replicate")
 
+    def replicate_many(self, ops: Sequence[ReplicateOp]) -> list[bool]:
+        """`replicate` for a batch, with the same result as one by one (override to batch
+        work, e.g. one embedder call; an override must be all or nothing)."""
+        return [self.replicate(op) for op in ops]
+
+    def attachments(self, records: Sequence[Record]) -> list[bytes | None]:
+        """Optional hook: per record, derived data worth sending with it to a replica
+        (`ReplicateOp.attachment`) so the replica need not derive it again; None where
+        there is none. The vector backend attaches the stored embedding; the default
+        attaches nothing. A receiver ignores an attachment it cannot use."""
+        return [None] * len(records)
+
+    def make_room(self, records: Sequence[Record]) -> list[tuple[str, str]]:
+        """Optional hook for a bounded backend: evict now what `records` (about to be
+        installed by a replicating primary, which stages writes before it applies them)
+        need room for; -> the (namespace, key)s evicted, which the primary deletes on its
+        replicas in the same round. CapacityExceeded (nothing evicted) if they cannot fit.
+        The default evicts nothing."""
+        return []
+
+    def drain_evicted(self) -> list[tuple[str, str]]:
+        """Optional hook: the (namespace, key)s this backend evicted to make room since
+        the last call, oldest first, and forget them.
+
+        A bounded backend with an eviction policy (the memory backend's `lru`, `lfu`,
+        `ttl-first`) evicts only on a primary write, never on a `replicate`; the shard
+        drains this after each batch and forwards the keys to the replicas as deletes,
+        so replicas evict exactly what their primary evicted. The default evicts nothing.
+        """
+        return []
+
     def export(self, *, cursor: str | None = None, limit: int = 1000
                ) -> tuple[list[Record], str | None]:
         """A page of every live record under the prefix, in every namespace."""
@@ -266,10 +312,29 @@ class MemoryBackend(ABC):
         if (query.order_by or "").lstrip("-") == "score" and caps.text != "semantic":
             raise UnsupportedQuery(f"backend {self.name!r} has no similarity score to order by")
 
+    def check_search(self, op: SearchOp) -> None:
+        """`check_query`, plus UnsupportedQuery for a mode or ranking this backend lacks
+        (or given without a text query, where they mean nothing)."""
+        self.check_query(op.query)
+        caps = self.capabilities
+        if op.mode is None and op.ranking is None:
+            return
+        if op.query.text is None:
+            raise UnsupportedQuery("mode and ranking apply to text queries; give text")
+        if op.mode is not None and op.mode not in caps.modes:
+            raise UnsupportedQuery(f"backend {self.name!r} has no {op.mode!r} search mode"
+                                   + (f" (it has {', '.join(caps.modes)})" if caps.modes
+                                      else ""))
+        if op.ranking is not None and not caps.ranking:
+            raise UnsupportedQuery(f"backend {self.name!r} cannot rank by recency and "
+                                   "importance")
+
     def apply(self, op: Op) -> Any:
         """Apply one op (the single-op form of `apply_batch`)."""
         kind = op.kind
-        if kind in ("search", "count"):
+        if kind == "search":
+            self.check_search(op)  # type: ignore[arg-type]
+        elif kind == "count":
             self.check_query(op.query)  # type: ignore[union-attr]
         return getattr(self, kind)(op)
 
@@ -326,5 +391,7 @@ def _batchable(op: Op) -> bool:
 _MANY: dict[str, Callable[[MemoryBackend, Sequence[Any]], list[Any]]] = {
     "store": lambda backend, ops: backend.store_many(ops),
     "retrieve": lambda backend, ops: backend.retrieve_many(ops),
+    "replicate": lambda backend, ops: backend.replicate_many(ops),
 }
-_MANY_METHOD = {"store": "store_many", "retrieve": "retrieve_many"}
+_MANY_METHOD = {"store": "store_many", "retrieve": "retrieve_many",
+                "replicate": "replicate_many"}

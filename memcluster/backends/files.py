@@ -137,6 +137,10 @@ class FilesBackend(MemoryBackend):
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        return True
+
     def open(self, opts: Mapping[str, Any]) -> None:
         check_options("files", opts, ("path", "format", "sync"))
         path = opts.get("path")

@@ -1,25 +1,24 @@
 """The in-process memory backend: dicts per namespace, an expiry heap and a sweeper thread.
 
 Core types: `MemoryStoreBackend` (registered as "memory") and `_Entry`, one small tuple
-per record holding the value still msgpack-encoded (the `StoreOp.blob` as it arrived), the
-metadata encoded the same way, the version and the three times. Keeping the encoded bytes
-costs one decode per read but makes each record small and isolates the store from callers
-who mutate what they passed in or got back; keeping decoded objects was rejected for both
-reasons.
+per record: the value and metadata still msgpack-encoded, the version and three times.
+Encoded bytes cost a decode per read but keep records small and isolate the store from
+callers who mutate what they passed or got; decoded objects were rejected for both reasons.
 
-Expiry is lazy (an expired entry is invisible at once and removed when touched) plus a
-daemon sweeper that wakes every `cleanup_interval` seconds and pops due entries from a heap
-in bounded slices, releasing the lock between slices so writers never wait for a long
-sweep (cachetools' `TTLCache.expire` and diskcache's `_cull` do the same). Heap entries are
-not removed on overwrite; a popped entry is checked against the current one instead.
+Expiry is lazy (an expired entry is invisible at once, removed when touched) plus a daemon
+sweeper popping due entries from a heap every `cleanup_interval` seconds, in bounded
+slices that release the lock between them (cachetools' `TTLCache.expire`, diskcache's
+`_cull`); a popped heap entry is checked against the current one (overwrites leave stale
+ones). One re-entrant lock guards everything: the sweeper runs concurrently, and `update`
+runs the caller's function under it, atomic without a retry loop.
 
-One re-entrant lock guards everything, so the backend is thread-safe even though the
-behaviour only promises one caller at a time: the sweeper runs concurrently, and `update`
-runs the caller's function under the lock, which makes it atomic without a retry loop.
-
-Options: `cleanup_interval` (seconds between sweeps, default 30; 0 or None: no sweeper)
-and `max_items` (a bound on stored records; a write of a new key beyond it raises
-`CapacityExceeded`, a write to an existing key still succeeds).
+Options: `cleanup_interval` (seconds between sweeps, default 30; 0/None: no sweeper),
+`max_items`/`max_bytes` (per instance, so per shard; bytes of encoded key, value and
+metadata) and `eviction` (`reject`, the default: a write that needs room raises
+`CapacityExceeded`; `lru`, `lfu`, `ttl-first`: `memcluster.backends.eviction`).
+Expired records make room first. Only a primary write evicts (`replicate` never evicts
+nor refuses); `make_room()` and `drain_evicted()` hand the shard the keys evicted, to
+delete on the replicas, so they evict exactly what their primary did.
 """
 
 from __future__ import annotations
@@ -29,12 +28,13 @@ import heapq
 import json
 import threading
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple
 
 from memcluster import codec
-from memcluster.backends.base import Capabilities, MemoryBackend
-from memcluster.errors import CapacityExceeded, ConfigError, InvalidValue, VersionConflict
+from memcluster.backends.base import Capabilities, MemoryBackend, check_options
+from memcluster.backends.eviction import Capacity, Slot, soonest_expiring
+from memcluster.errors import ConfigError, InvalidValue, VersionConflict
 from memcluster.model import Page, Query, Record, new_record
 from memcluster.ops import (
     ClearOp,
@@ -51,18 +51,14 @@ from memcluster.ops import (
 from memcluster.query import check_filter, match_filter, match_pattern, run, searchable_text
 
 SWEEP_SLICE = 1000  # entries removed per lock hold by the sweeper
-_OPTIONS = ("cleanup_interval", "max_items")
+_OPTIONS = ("cleanup_interval", "max_items", "max_bytes", "eviction")
 
 
 class _Entry(NamedTuple):
-    """One stored record, encoded. Replaced, never mutated, so snapshots stay consistent.
-
-    A NamedTuple of bytes, numbers and None: the smallest per-record footprint that still
-    reads by name (about 245 bytes a record with its dict slot, below a plain dict of the
-    same data). Known cost: unlike a plain tuple, a NamedTuple instance stays tracked by
-    the garbage collector, so full collections in a shard scale with its record count;
-    storing plain tuples would avoid that at the price of positional access everywhere.
-    """
+    """One stored record, encoded; replaced, never mutated. A NamedTuple: the smallest
+    footprint that reads by name (about 245 bytes a record, below a plain dict of the same
+    data); unlike a plain tuple it stays tracked by the garbage collector, so full
+    collections in a shard scale with its record count."""
 
     blob: bytes
     meta: bytes | None
@@ -89,22 +85,6 @@ def _record(namespace: str, key: str, entry: _Entry, *, value: bool = True) -> R
                   entry.expires)
 
 
-def _check_options(opts: Mapping[str, Any]) -> tuple[float | None, int | None]:
-    unknown = sorted(set(opts) - set(_OPTIONS))
-    if unknown:
-        raise ConfigError(f"memory backend: unknown option {unknown[0]!r} "
-                          f"(known: {', '.join(_OPTIONS)})")
-    interval = opts.get("cleanup_interval", 30)
-    if interval is not None and (isinstance(interval, bool)
-                                 or not isinstance(interval, (int, float)) or interval < 0):
-        raise ConfigError(f"cleanup_interval: must be a number of seconds >= 0, got {interval!r}")
-    max_items = opts.get("max_items")
-    if max_items is not None and (isinstance(max_items, bool) or not isinstance(max_items, int)
-                                  or max_items < 1):
-        raise ConfigError(f"max_items: must be an int >= 1, got {max_items!r}")
-    return (float(interval) if interval else None), max_items
-
-
 class MemoryStoreBackend(MemoryBackend):
     """Records in process memory; lost when the process ends (run with replicas >= 2)."""
 
@@ -121,14 +101,21 @@ class MemoryStoreBackend(MemoryBackend):
         self._heap: list[tuple[float, str, str]] = []  # (expires, namespace, key)
         self._size = 0
         self.cleanup_interval: float | None = None
-        self.max_items: int | None = None
+        self._capacity = Capacity()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def open(self, opts: Mapping[str, Any]) -> None:
-        self.cleanup_interval, self.max_items = _check_options(opts)
+        check_options("memory", opts, _OPTIONS)
+        interval = opts.get("cleanup_interval", 30)
+        if interval is not None and (isinstance(interval, bool)
+                                     or not isinstance(interval, (int, float)) or interval < 0):
+            raise ConfigError(f"cleanup_interval: must be a number of seconds >= 0, "
+                              f"got {interval!r}")
+        self._capacity = Capacity.from_opts(opts, self._soonest_expiring)  # the bounds
+        self.cleanup_interval = float(interval) if interval else None
         if self.cleanup_interval:
             self._sweeper = threading.Thread(
                 target=_sweep_loop, args=(weakref.ref(self), self._stop, self.cleanup_interval),
@@ -146,6 +133,7 @@ class MemoryStoreBackend(MemoryBackend):
             self._sorted.clear()
             self._heap.clear()
             self._size = 0
+            self._capacity.clear()
 
     def held(self) -> int:
         """Entries held in memory, including expired ones not yet removed."""
@@ -157,7 +145,7 @@ class MemoryStoreBackend(MemoryBackend):
             self._purge(now, limit=None)
             return {**super().info(), "records": self._size,
                     "namespaces": sum(1 for d in self._data.values() if d),
-                    "max_items": self.max_items, "cleanup_interval": self.cleanup_interval}
+                    **self._capacity.info(), "cleanup_interval": self.cleanup_interval}
 
     # ---- internals (call with the lock held) ---------------------------------------------
 
@@ -176,6 +164,7 @@ class MemoryStoreBackend(MemoryBackend):
         if entry is not None:
             self._size -= 1
             self._sorted.pop(namespace, None)
+            self._capacity.removed((namespace, key), self._size_of(key, entry))
             if not table:
                 del self._data[namespace]
         return entry
@@ -184,9 +173,12 @@ class MemoryStoreBackend(MemoryBackend):
         table = self._data.get(namespace)
         if table is None:
             table = self._data[namespace] = {}
-        if key not in table:
+        old = table.get(key)
+        if old is None:
             self._size += 1
             self._sorted.pop(namespace, None)
+        self._capacity.added((namespace, key), self._size_of(key, entry)
+                             - (0 if old is None else self._size_of(key, old)))
         table[key] = entry
         if entry.expires is not None:
             heapq.heappush(self._heap, (entry.expires, namespace, key))
@@ -210,13 +202,60 @@ class MemoryStoreBackend(MemoryBackend):
                 self._remove(namespace, key)
         return pops
 
-    def _make_room(self, new_keys: int, now: float) -> None:
-        if self.max_items is None or self._size + new_keys <= self.max_items:
+    def _size_of(self, key: str, entry: _Entry) -> int:
+        """What `max_bytes` counts for a record: its key, value and metadata, encoded."""
+        if not self._capacity.counts_bytes:
+            return 0
+        return len(key.encode("utf-8", "surrogatepass")) + len(entry.blob) + len(entry.meta or b"")
+
+    def _make_room(self, items: int, size: int, keep: Collection[Slot], now: float) -> None:
+        """Room for `items` more records and `size` more bytes: expired records go first,
+        then the policy's victims (never a slot in `keep`: the write's own), all or none;
+        CapacityExceeded (nothing evicted) when the write cannot fit."""
+        capacity = self._capacity
+        if capacity.fits(self._size, items, size):
             return
         self._purge(now, limit=None)
-        if self._size + new_keys > self.max_items:
-            raise CapacityExceeded(f"memory backend is full: {self._size} of max_items="
-                                   f"{self.max_items} records held, {new_keys} more needed")
+
+        def size_of(slot: Slot) -> int | None:
+            entry = self._data.get(slot[0], {}).get(slot[1])
+            return None if entry is None else self._size_of(slot[1], entry)
+
+        victims = capacity.victims(self._size, items, size, keep, size_of)
+        for slot in victims:
+            self._remove(*slot)
+        capacity.record(victims)
+
+    def _soonest_expiring(self) -> Iterator[Slot]:
+        """The `ttl-first` victims: live records with a TTL, soonest expiry first."""
+        return soonest_expiring(self._heap, lambda ns, key: getattr(
+            self._data.get(ns, {}).get(key), "expires", None))
+
+    def apply_batch(self, ops: Iterable[Any], *, return_exceptions: bool = True) -> list[Any]:
+        """`MemoryBackend.apply_batch`, with a fresh list of evictions to drain after it."""
+        with self._lock:
+            self._capacity.begin_batch()
+        try:
+            return super().apply_batch(ops, return_exceptions=return_exceptions)
+        finally:
+            self._capacity.end_batch()  # the sweeper never touches the batch's state
+
+    def make_room(self, records: Sequence[Record]) -> list[Slot]:
+        if not self._capacity.bounded:
+            return []
+        with self._lock:
+            now = self.clock()
+            new = [r for r in records if self._live(r.namespace, r.key, now) is None]
+            size = sum(len(r.key.encode("utf-8", "surrogatepass")) + len(codec.encode(
+                [r.value, r.metadata])) for r in new) if self._capacity.counts_bytes else 0
+            self._make_room(len(new), size, {(r.namespace, r.key) for r in records}, now)
+            return self._capacity.drain()
+
+    def drain_evicted(self) -> list[Slot]:
+        """The (namespace, key)s evicted since the current `apply_batch` began (or since
+        the last drain), oldest first; the list is emptied."""
+        with self._lock:
+            return self._capacity.drain()
 
     def _sorted_keys(self, namespace: str) -> list[str]:
         keys = self._sorted.get(namespace)
@@ -245,7 +284,7 @@ class MemoryStoreBackend(MemoryBackend):
         the per-entry work inlined (no `_live`/`_put` calls, no expired-entry removal: an
         expired entry is simply replaced). A bounded store takes the plain path below.
         """
-        if self.max_items is not None:
+        if self._capacity.bounded:
             return self._store_many_bounded(ops)
         data = self._data
         with self._lock:  # "now" read under the lock: updated_at follows the version order
@@ -300,13 +339,16 @@ class MemoryStoreBackend(MemoryBackend):
             return out
 
     def _store_many_bounded(self, ops: Sequence[StoreOp]) -> list[Record]:
+        """CAS checks, then room for the batch (`_make_room`), then the writes."""
         with self._lock:
+            self._capacity.begin_write()
             now = self.clock()
-            versions: dict[tuple[str, str], int] = {}
+            versions: dict[Slot, int] = {}
+            current: dict[Slot, _Entry | None] = {}
             for op in ops:
                 slot = (op.namespace, op.key)
                 if slot not in versions:
-                    entry = self._live(op.namespace, op.key, now)
+                    entry = current[slot] = self._live(op.namespace, op.key, now)
                     versions[slot] = entry.version if entry is not None else 0
                 expected = op.expected_version
                 if expected is not None and versions[slot] != expected:
@@ -314,8 +356,12 @@ class MemoryStoreBackend(MemoryBackend):
                         f"key {op.key!r} is at version {versions[slot]}, expected {expected}",
                         key=op.key, expected=expected, actual=versions[slot])
                 versions[slot] += 1
-            self._make_room(sum(1 for (ns, k) in versions
-                                if k not in self._data.get(ns, ())), now)
+            final = {(op.namespace, op.key): op for op in ops}  # the last write wins
+            size = sum(self._size_of(op.key, _Entry(op.blob, _encode_meta(op.metadata), 0, 0,
+                                                    0, None))
+                       - (0 if current[slot] is None else self._size_of(op.key, current[slot]))
+                       for slot, op in final.items()) if self._capacity.counts_bytes else 0
+            self._make_room(sum(1 for e in current.values() if e is None), size, current, now)
             return [self._write(op, self._live(op.namespace, op.key, now), now,
                                 None if op.ttl is None else now + op.ttl) for op in ops]
 
@@ -323,6 +369,8 @@ class MemoryStoreBackend(MemoryBackend):
         now = self.clock()
         with self._lock:
             entry = self._live(op.namespace, op.key, now)
+            if entry is not None and self._capacity.tracks_use:
+                self._capacity.policy.used((op.namespace, op.key))
         return None if entry is None else _record(op.namespace, op.key, entry)
 
     def retrieve_many(self, ops: Sequence[RetrieveOp]) -> list[Record | None]:
@@ -335,6 +383,10 @@ class MemoryStoreBackend(MemoryBackend):
             for op in ops:
                 table = data.get(op.namespace)
                 entries.append(table.get(op.key) if table else None)
+            if self._capacity.tracks_use:
+                for op, entry in zip(ops, entries, strict=True):
+                    if entry is not None and entry.live(now):
+                        self._capacity.policy.used((op.namespace, op.key))
         decode, record = codec.decode, new_record
         return [None if e is None or (e.expires is not None and e.expires <= now) else
                 record(op.key, decode(e.blob), op.namespace,
@@ -372,9 +424,12 @@ class MemoryStoreBackend(MemoryBackend):
                 expires: float | None = now + op.ttl
             else:
                 expires = current.expires if current is not None else None
-            if current is None:
-                self._make_room(1, now)
             store = StoreOp(op.key, blob, op.namespace, metadata)
+            if self._capacity.bounded:
+                self._capacity.begin_write()
+                size = self._size_of(op.key, _Entry(blob, _encode_meta(metadata), 0, 0, 0, None)
+                                     ) - (0 if current is None else self._size_of(op.key, current))
+                self._make_room(int(current is None), size, [(op.namespace, op.key)], now)
             return self._write(store, current, now, expires)
 
     def clear(self, op: ClearOp) -> int:
@@ -386,6 +441,8 @@ class MemoryStoreBackend(MemoryBackend):
                 table = self._data.pop(namespace, None) or {}
                 self._sorted.pop(namespace, None)
                 self._size -= len(table)
+                for key, entry in table.items():
+                    self._capacity.removed((namespace, key), self._size_of(key, entry))
                 removed += sum(1 for e in table.values() if e.live(now))
             if op.namespace is None:
                 self._heap.clear()
@@ -480,9 +537,7 @@ class MemoryStoreBackend(MemoryBackend):
         with self._lock:
             current = self._live(rec.namespace, rec.key, now)
             if current is not None and current.version >= rec.version:
-                return False
-            if current is None:
-                self._make_room(1, now)
+                return False  # no room check: a replica follows its primary (see above)
             entry = _Entry(blob, _encode_meta(meta), rec.version,
                            rec.created_at, rec.updated_at, rec.expires_at)
             self._put(rec.namespace, rec.key, entry)

@@ -147,6 +147,10 @@ class QdrantBackend(MemoryBackend):
 
     # ---- lifecycle ----------------------------------------------------------------------------
 
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        return bool(opts.get("path"))      # the embedded store on this node's disk
+
     def open(self, opts: Mapping[str, Any]) -> None:
         check_options("qdrant", opts, OPTIONS)
         places = [name for name in ("url", "path", "location") if opts.get(name) is not None]

@@ -126,6 +126,10 @@ class SQLiteBackend(MemoryBackend):
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        return opts.get("path", ":memory:") != ":memory:"
+
     def open(self, opts: Mapping[str, Any]) -> None:
         check_options("sqlite", opts, ("path", "synchronous", "sweep_every"))
         path = opts.get("path")

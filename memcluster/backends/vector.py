@@ -1,7 +1,8 @@
-"""The `vector` backend: records with an embedding of their text, searched by cosine similarity.
+"""The `vector` backend: records with an embedding of their text, searched by meaning,
+by keywords (BM25) or both.
 
-Core types: `VectorBackend` (the behaviour) and `_Space` (one namespace: its records and
-their unit vectors as the rows of one contiguous float32 matrix).
+Core types: `VectorBackend` (the behaviour); one `vector_space.Space` per namespace holds
+its records and their unit vectors as the rows of one contiguous float32 matrix.
 
 Options: `embedder` (see `memcluster.backends.embedders`; default "hashing"), `dimension`
 (default: the embedder's; 384 for hashing), `similarity_threshold` (hits scoring below it
@@ -10,6 +11,10 @@ field of a dict value that is embedded, default "text"; other values embed their
 number leaves), `path` (a directory: persist as snapshot + append log, see
 `memcluster.backends.vectorlog`; default in memory), `sync` (always | os, default always:
 fsync each write batch) and `compact_after` (log entries before compaction, default 10000).
+Retrieval options (`memcluster.retrieval.rank`): `search_mode` (vector | keyword | hybrid,
+default vector; a search's `mode=` overrides it), `fusion` (rrf | weighted), `rrf_k`,
+`hybrid_depth`, `hybrid_alpha`, `ranking` (recency and importance weights, a
+`memcluster.Ranking` as a dict) and `tokenizer` (english | plain).
 
 Everything but text search behaves like a key-value backend: versions and CAS
 (`StoreOp.record_after`), lazy TTL (expired records are invisible at once, removed when a
@@ -21,18 +26,18 @@ Decisions:
 
 - **Brute-force exact search with numpy, one matrix per namespace.** A query is one
   matrix-vector product over the namespace's rows (vectors are normalised at write, so
-  the dot product is the cosine) and `np.partition` for the k-th best score (rows tied
-  with it are kept, so ties break by key exactly as a full sort would); a delete moves the
-  last row into the hole, so the matrix stays dense with no mask, and capacity doubles
-  when full and halves when a quarter full. At 25k-100k rows per shard
-  this takes milliseconds and is exact. An approximate index (HNSW, IVF) was rejected: a
-  native dependency, recall below 1, and deletes/updates that degrade it, for a gain that
-  only matters far beyond a shard's size.
-- **Filters after scoring, widening as needed.** Pattern and metadata filters run on the
-  best candidates in score order; when they reject too many, the candidate set grows
-  fourfold until enough hits are found or every row has been seen. An unselective filter
-  therefore costs a handful of checks; a very selective one degrades to one pass over
-  the rows, which a pre-filter would have cost anyway.
+  the dot product is the cosine) and `np.partition` for the k-th best score. At 25k-100k
+  rows per shard this takes milliseconds and is exact. An approximate index (HNSW, IVF)
+  was rejected: a native dependency, recall below 1, and deletes/updates that degrade
+  it, for a gain that only matters far beyond a shard's size.
+- **Embed only new text.** A write whose text equals the stored record's (a TTL refresh,
+  a metadata change, a replica receiving a version it has the text of) keeps the stored
+  vector; a batch embeds its distinct new texts in one call; `replicate_many` (replication,
+  hydration, rebalancing) does the same, and takes the sender's vector as is when it
+  comes attached (`attachments`), so a copy between shards never calls the embedder.
+- **Searches return candidates, ranked by `retrieval.rank.finish`**: the same function
+  ranks them here and in a cluster's scatter merge (`SearchOp.parts`), so a sharded
+  source answers as one store would.
 - **One lock per backend.** Operations are serialised by an `RLock`, so a backend shared
   by threads (a MemoryManager, a test) behaves like one behind a shard's mailbox; a
   lock-free design was rejected: the matrix and its row maps change together.
@@ -51,14 +56,16 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
+import msgpack
 import numpy as np
 
 from memcluster import query
 from memcluster.backends.base import Capabilities, MemoryBackend, chain_stores, check_options
 from memcluster.backends.embedders import Embedder, resolve_embedder, text_of
+from memcluster.backends.vector_space import Space, collect
 from memcluster.backends.vectorlog import Drop, Put, VectorJournal, Wipe
 from memcluster.errors import ConfigError, InvalidValue, SourceUnavailable, UnsupportedQuery
-from memcluster.model import Page, Query, Record
+from memcluster.model import SEARCH_MODES, Page, Query, Record
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -69,13 +76,15 @@ from memcluster.ops import (
     SearchOp,
     StoreOp,
 )
+from memcluster.retrieval import rank
+from memcluster.retrieval.tokenizer import tokenize
 
 OPTIONS = ("embedder", "dimension", "similarity_threshold", "text_field", "path", "sync",
-           "compact_after")
+           "compact_after", *rank.OPTIONS)
 SYNC_MODES = ("always", "os")
 DEFAULT_COMPACT_AFTER = 10_000
 SWEEP_BUDGET = 32
-_MIN_CAPACITY = 64
+ATTACHMENT_FORMAT = 1
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -89,71 +98,6 @@ def _locked(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-class _Space:
-    """One namespace: records by key, and their unit vectors as rows of a float32 matrix.
-
-    `rows` maps a key to its row and `row_keys` a row to its key; rows [0, size) are in
-    use; capacity doubles when full and halves when a quarter full (amortised O(1)).
-    """
-
-    __slots__ = ("_sorted", "matrix", "records", "row_keys", "rows")
-
-    def __init__(self, dimension: int) -> None:
-        self.records: dict[str, Record] = {}
-        self.matrix = np.zeros((_MIN_CAPACITY, dimension), dtype=np.float32)
-        self.row_keys: list[str] = []
-        self.rows: dict[str, int] = {}
-        self._sorted: list[str] | None = None
-
-    def __len__(self) -> int:
-        return len(self.row_keys)
-
-    def put(self, record: Record, vector: np.ndarray) -> None:
-        key = record.key
-        row = self.rows.get(key)
-        if row is None:
-            row = len(self.row_keys)
-            if row == self.matrix.shape[0]:
-                grown = np.zeros((2 * row, self.matrix.shape[1]), dtype=np.float32)
-                grown[:row] = self.matrix
-                self.matrix = grown
-            self.rows[key] = row
-            self.row_keys.append(key)
-            self._sorted = None
-        self.matrix[row] = vector
-        self.records[key] = record
-
-    def remove(self, key: str) -> Record | None:
-        record = self.records.pop(key, None)
-        if record is None:
-            return None
-        row = self.rows.pop(key)
-        last = len(self.row_keys) - 1
-        if row != last:
-            moved = self.row_keys[last]
-            self.matrix[row] = self.matrix[last]
-            self.row_keys[row] = moved
-            self.rows[moved] = row
-        self.row_keys.pop()
-        self._sorted = None
-        capacity = self.matrix.shape[0]
-        if capacity > _MIN_CAPACITY and last < capacity // 4:
-            self.matrix = self.matrix[:capacity // 2].copy()
-        return record
-
-    def vector(self, key: str) -> np.ndarray:
-        return self.matrix[self.rows[key]]
-
-    def scores(self, vector: np.ndarray) -> np.ndarray:
-        return self.matrix[:len(self.row_keys)] @ vector
-
-    def sorted_keys(self) -> list[str]:
-        """Every key (live or not) in code-point order; cached until a key comes or goes."""
-        if self._sorted is None:
-            self._sorted = sorted(self.row_keys)
-        return self._sorted
-
-
 def _unit(vectors: np.ndarray) -> np.ndarray:
     """Rows scaled to length 1 (all-zero rows stay zero: they score 0 against everything)."""
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -161,24 +105,29 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 
 
 class VectorBackend(MemoryBackend):
-    """Records plus embeddings; `Query(text=...)` ranks by cosine similarity."""
+    """Records plus embeddings; `Query(text=...)` ranks by meaning, keywords or both."""
 
     name = "vector"
-    capabilities = Capabilities(text="semantic", ttl="lazy")
+    capabilities = Capabilities(text="semantic", ttl="lazy", modes=SEARCH_MODES, ranking=True)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._spaces: dict[str, _Space] = {}
+        self._spaces: dict[str, Space] = {}
         self._expiry: list[tuple[float, str, str, int]] = []
         self._journal: VectorJournal | None = None
         self._embedder: Embedder | None = None
         self._threshold: float | None = None
+        self._settings = rank.Settings()
         self._text_field = "text"
         self._compact_after = DEFAULT_COMPACT_AFTER
         self._path: str | None = None
         self._lock = threading.RLock()
 
     # ---- lifecycle ----------------------------------------------------------------------------
+
+    @classmethod
+    def node_local(cls, opts: Mapping[str, Any]) -> bool:
+        return bool(opts.get("path"))
 
     @_locked
     def open(self, opts: Mapping[str, Any]) -> None:
@@ -202,9 +151,12 @@ class VectorBackend(MemoryBackend):
         path = opts.get("path")
         if path is not None and (not isinstance(path, str) or not path):
             raise ConfigError(f"path: must be a non-empty str (a directory), got {path!r}")
+        settings = rank.Settings.from_opts(
+            opts, threshold=None if threshold is None else float(threshold))
         embedder = resolve_embedder(opts.get("embedder"), opts.get("dimension"))
         self._embedder = embedder
-        self._threshold = None if threshold is None else float(threshold)
+        self._threshold = settings.threshold
+        self._settings = settings
         self._text_field = text_field
         self._compact_after = compact_after
         self._path = path
@@ -245,7 +197,7 @@ class VectorBackend(MemoryBackend):
     def _install(self, record: Record, vector: np.ndarray) -> None:
         space = self._spaces.get(record.namespace)
         if space is None:
-            space = self._spaces[record.namespace] = _Space(self._dimension)
+            space = self._spaces[record.namespace] = Space(self._dimension, self._tokens)
         space.put(record, vector)
         if record.expires_at is not None:
             heapq.heappush(self._expiry, (record.expires_at, record.namespace, record.key,
@@ -312,6 +264,10 @@ class VectorBackend(MemoryBackend):
         """The text a value is embedded by (`embedders.text_of` with this `text_field`)."""
         return text_of(value, self._text_field)
 
+    def _tokens(self, value: Any) -> list[str]:
+        """The keyword terms of a value: its embedded text, tokenized."""
+        return tokenize(self.text_of(value), self._settings.tokenizer)
+
     def _embed(self, texts: list[str]) -> np.ndarray:
         if self._embedder is None:
             raise SourceUnavailable("vector backend is not open")
@@ -367,15 +323,38 @@ class VectorBackend(MemoryBackend):
     @_locked
     def store_many(self, ops: Sequence[StoreOp]) -> list[Record]:
         """All or nothing: a CAS conflict anywhere leaves the store unchanged; one embed call
-        and one fsync for the batch."""
+        (for the texts not stored already) and one fsync for the batch."""
         if not ops:
             return []
         now = self.clock()
         self._sweep(now)
+        known = self._stored_vectors({(op.namespace, op.key) for op in ops}, now)
         out = chain_stores(ops, lambda ns, key: self._live(ns, key, now), now)
-        vectors = self._embed([self.text_of(r.value) for r in out])
-        self._commit(list(zip(out, vectors, strict=True)), [])
+        self._commit(list(zip(out, self._vectors(out, known), strict=True)), [])
         return out
+
+    def _stored_vectors(self, where: set[tuple[str, str]], now: float) -> dict[str, np.ndarray]:
+        """{text: vector} of the live records at `where`: a write of the same text reuses
+        the vector instead of embedding it again (a TTL refresh, a metadata change)."""
+        known: dict[str, np.ndarray] = {}
+        for ns, key in where:
+            current = self._live(ns, key, now)
+            if current is not None:
+                known.setdefault(self.text_of(current.value), self._spaces[ns].vector(key))
+        return known
+
+    def _vectors(self, records: Sequence[Record], known: dict[str, np.ndarray],
+                 given: Sequence[np.ndarray | None] | None = None) -> list[np.ndarray]:
+        """The unit vector of each record: `given` (attached by a sender), else a known
+        one for its text, else embedded, with the distinct new texts in one call."""
+        texts = [self.text_of(r.value) for r in records]
+        if given is None:
+            given = [None] * len(records)
+        missing = list(dict.fromkeys(t for t, v in zip(texts, given, strict=True)
+                                     if v is None and t not in known))
+        if missing:
+            known.update(zip(missing, self._embed(missing), strict=True))
+        return [v if v is not None else known[t] for t, v in zip(texts, given, strict=True)]
 
     def delete(self, op: DeleteOp) -> bool:
         return self.delete_many([op]) == 1
@@ -402,15 +381,66 @@ class VectorBackend(MemoryBackend):
             self._commit([], [], (op.namespace,))
         return removed
 
-    @_locked
     def replicate(self, op: ReplicateOp) -> bool:
-        incoming = op.record
-        current = self._live(incoming.namespace, incoming.key, self.clock())
-        if current is not None and current.version >= incoming.version:
-            return False
-        vector = self._embed([self.text_of(incoming.value)])[0]
-        self._commit([(incoming.with_score(None), vector)], [])
-        return True
+        return self.replicate_many([op])[0]
+
+    @_locked
+    def replicate_many(self, ops: Sequence[ReplicateOp]) -> list[bool]:
+        """Install each record unless a live copy with a version >= its own exists, as if
+        one by one; the new vectors come attached, or reused, or embedded in one call."""
+        now = self.clock()
+        where = {(op.namespace, op.key) for op in ops}
+        known = self._stored_vectors(where, now)
+        versions = {w: (r.version if (r := self._live(*w, now)) is not None else 0)
+                    for w in where}
+        results: list[bool] = []
+        chosen: dict[tuple[str, str], tuple[Record, np.ndarray | None]] = {}
+        for op in ops:
+            record = op.record
+            slot = (record.namespace, record.key)
+            if versions[slot] >= record.version:
+                results.append(False)
+                continue
+            versions[slot] = record.version
+            chosen[slot] = (record.with_score(None), self._attached(op.attachment))
+            results.append(True)
+        if chosen:
+            records = [r for r, _ in chosen.values()]
+            vectors = self._vectors(records, known, [v for _, v in chosen.values()])
+            self._commit(list(zip(records, vectors, strict=True)), [])
+        return results
+
+    def _attached(self, attachment: bytes | None) -> np.ndarray | None:
+        """The vector a sender attached, if it came from this embedder (else None)."""
+        if attachment is None or self._embedder is None:
+            return None
+        try:
+            fmt, name, blob = msgpack.unpackb(attachment, raw=False)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return None
+        dimension = self._embedder.dimension
+        if fmt != ATTACHMENT_FORMAT or name != self._embedder.name \
+                or not isinstance(blob, bytes) or len(blob) != 4 * dimension:
+            return None
+        vector = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+        return vector if np.isfinite(vector).all() else None
+
+    @_locked
+    def attachments(self, records: Sequence[Record]) -> list[bytes | None]:
+        """Each record's stored vector (with the embedder's name), for a `ReplicateOp`, so
+        the receiving replica installs it without calling the embedder; None for a record
+        not stored here at that version."""
+        out: list[bytes | None] = []
+        name = self._embedder.name if self._embedder is not None else None
+        for record in records:
+            space = self._spaces.get(record.namespace)
+            current = space.records.get(record.key) if space is not None else None
+            if current is None or current.version != record.version or name is None:
+                out.append(None)
+                continue
+            blob = space.vector(record.key).astype("<f4").tobytes()  # type: ignore[union-attr]
+            out.append(msgpack.packb([ATTACHMENT_FORMAT, name, blob], use_bin_type=True))
+        return out
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -426,19 +456,18 @@ class VectorBackend(MemoryBackend):
         return [r for r in space.records.values() if not r.expired(now)]
 
     @_locked
-    def search(self, op: SearchOp) -> list[Record]:
+    def search(self, op: SearchOp) -> list[Record] | rank.Candidates:
+        """Records for the query; with `op.parts` and a text query, the raw candidates
+        instead (`retrieval.rank.Candidates`), for a cluster's merge to rank."""
         q = op.query
         query.check_filter(q.filter)
         if q.text is None:
             self._check_scoreless(q)
             return query.run(self._live_records(op.namespace), q)
-        if q.limit == 0:
-            return []
-        if q.order_by in (None, "-score"):
-            hits = self._ranked(op.namespace, q, q.offset + q.limit)
-            return hits[q.offset:]
-        hits = query.sort_records(self._ranked(op.namespace, q, None), q.order_by)
-        return hits[q.offset:q.offset + q.limit]
+        settings = self._settings.for_search(op.mode, op.ranking)
+        need = q.offset + q.limit if q.order_by in (None, "-score") else None
+        bundle = self._collect(op.namespace, q, settings, need)
+        return bundle if op.parts else rank.finish([bundle], q)
 
     @_locked
     def count(self, op: CountOp) -> int:
@@ -449,67 +478,30 @@ class VectorBackend(MemoryBackend):
             return sum(1 for r in self._live_records(op.namespace)
                        if query.match_pattern(r.key, q.pattern)
                        and query.match_filter(r.metadata, q.filter))
-        return len(self._ranked(op.namespace, q, None))
+        bundle = self._collect(op.namespace, q, self._settings, None)
+        everything = Query(text=q.text, limit=len(bundle.items), min_score=q.min_score)
+        return len(rank.finish([bundle], everything))
+
+    def _collect(self, namespace: str, q: Query, settings: rank.Settings,
+                 need: int | None) -> rank.Candidates:
+        """The candidates of a text search (`vector_space.collect`); expired records met
+        on the way are removed."""
+        now = self.clock()
+        space = self._spaces.get(namespace)
+        if space is None or not len(space) or need == 0:
+            return rank.Candidates(settings, now)
+        bundle, expired = collect(
+            space, q, settings, need, now, lambda text: self._embed([text])[0],
+            lambda text: tokenize(text, settings.tokenizer))
+        for key in expired:
+            self._remove(namespace, key)
+        return bundle
 
     @staticmethod
     def _check_scoreless(q: Query) -> None:
         if q.min_score is not None or (q.order_by or "").lstrip("-") == "score":
             raise UnsupportedQuery("min_score and order_by score need a text query: without "
                                    "text there is no similarity score")
-
-    def _ranked(self, namespace: str, q: Query, need: int | None) -> list[Record]:
-        """Live records matching pattern and filter with score >= the floor, scored.
-
-        With `need`: the best `need` in score-descending order, ties by key. The k best
-        rows are found with `np.partition` (plus every row tied with the k-th, so ties
-        break by key exactly as a full sort would); if pattern and filter leave fewer than
-        `need` of them, k grows fourfold. With None: every such record, unordered.
-        """
-        space = self._spaces.get(namespace)
-        if space is None or not len(space):
-            return []
-        scores = space.scores(self._embed([q.text or ""])[0])
-        floors = [f for f in (self._threshold, q.min_score) if f is not None]
-        candidates = np.flatnonzero(scores >= max(floors)) if floors else None
-        pool = scores if candidates is None else scores[candidates]
-        total = len(pool)
-        k = total if need is None else min(total, max(2 * need, need + 32))
-        now = self.clock()
-        while True:
-            if k >= total:
-                chosen = np.arange(total)
-            else:
-                kth = np.partition(pool, total - k)[total - k]
-                chosen = np.flatnonzero(pool >= kth)
-            rows = chosen if candidates is None else candidates[chosen]
-            hits, expired = self._matching(space, rows.tolist(), scores, q, now)
-            if need is None or len(hits) >= need or len(chosen) >= total:
-                break
-            k = min(total, 4 * k)
-        for key in expired:
-            self._remove(namespace, key)
-        if need is not None:
-            hits.sort(key=lambda r: (-r.score, r.key))  # type: ignore[operator]
-            del hits[need:]
-        return hits
-
-    @staticmethod
-    def _matching(space: _Space, rows: list[int], scores: np.ndarray, q: Query, now: float
-                  ) -> tuple[list[Record], list[str]]:
-        """The hits among `rows` (scored records passing pattern and filter) and the keys
-        of the expired records met on the way."""
-        hits: list[Record] = []
-        expired: list[str] = []
-        row_keys, records = space.row_keys, space.records
-        for row in rows:
-            key = row_keys[row]
-            record = records[key]
-            if record.expired(now):
-                expired.append(key)
-            elif query.match_pattern(key, q.pattern) and (
-                    not q.filter or query.match_filter(record.metadata, q.filter)):
-                hits.append(record.with_score(float(scores[row])))
-        return hits, expired
 
     @_locked
     def list_keys(self, op: ListKeysOp) -> Page:
@@ -568,7 +560,7 @@ class VectorBackend(MemoryBackend):
                 "embedder": embedder.name if embedder else None,
                 "dimension": embedder.dimension if embedder else None,
                 "similarity_threshold": self._threshold, "text_field": self._text_field,
-                "persistent": self._path is not None}
+                "persistent": self._path is not None, **self._settings.as_dict()}
 
 
 __all__ = ["VectorBackend"]

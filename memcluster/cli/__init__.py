@@ -25,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from memcluster import logs
-from memcluster.cli import cluster, data, demo, mcp
+from memcluster.cli import cluster, data, demo, mcp, serve
 from memcluster.cli.output import (
     ENV_CLUSTER,
     PROG,
@@ -47,7 +47,9 @@ SURFACE_COMMANDS: dict[str, Callable[[argparse.Namespace, MemorySurface], int]] 
 }
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "up": cluster.up, "down": cluster.down, "status": cluster.status, "scale": cluster.scale,
+    "rebalance": cluster.rebalance,
     "bench": cluster.bench, "demo": demo.cmd_demo, "mcp": mcp.cmd_mcp,
+    "serve": serve.cmd_serve,
 }
 USAGE_ERRORS = (UsageError, ConfigError, UnknownSource)
 

@@ -16,6 +16,7 @@ Decisions:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -28,10 +29,11 @@ from typing import Any
 from memcluster.cli.output import ENV_CLUSTER, PROG, emit, one_line, table
 from memcluster.cluster import names
 from memcluster.cluster.embedded import EmbeddedState, state_dir
-from memcluster.cluster.session import ENV_RAY_ADDRESS, joined, ray_address_for
+from memcluster.cluster.session import ENV_RAY_ADDRESS, join, joined, ray_address_for
 from memcluster.config import DEFAULT_METRICS_PORT, DEFAULT_NAME, Config, load_config
-from memcluster.errors import NotFound
+from memcluster.errors import MemclusterError, NotFound
 from memcluster.metrics import OpStats
+from memcluster.secrets import redact_text
 
 # ---- names and configs -------------------------------------------------------------------
 
@@ -49,8 +51,9 @@ def default_config(name: str = DEFAULT_NAME) -> dict[str, Any]:
     return {"name": name, "metrics_port": DEFAULT_METRICS_PORT, "sources": [
         {"name": "cache", "backend": "memory", "default": True, "shards": 4, "replicas": 2,
          "write_quorum": 2, "description": "Fast session cache for short-lived notes"},
-        {"name": "persistent", "backend": "sqlite", "shards": 2, "replicas": 1,
-         "opts": {"path": str(db)},
+        # On a node's own disk: 2 replicas in 2 failure domains survive losing a node.
+        {"name": "persistent", "backend": "sqlite", "shards": 2, "replicas": 2,
+         "write_quorum": 2, "opts": {"path": str(db)},
          "description": "Long-term facts that survive restarts"},
     ]}
 
@@ -59,7 +62,8 @@ def default_config(name: str = DEFAULT_NAME) -> dict[str, Any]:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Start the cluster (embedded Ray/Redis if no addresses), or reconcile a running one."""
+    """Start the cluster (embedded Ray/Redis if no addresses), or reconcile a running one;
+    with `--watch`, stay and start it again whenever its manager is missing."""
     from memcluster.cluster.launcher import start_cluster
 
     path = getattr(args, "config_file", None) or getattr(args, "config", None)
@@ -85,12 +89,57 @@ def up(args: argparse.Namespace) -> int:
         handle = start_cluster(cfg, name=name)
         report = reconcile(handle.status(), cfg, handle.scale)
         state = handle.status()
+        report["status"] = state
+        human = "\n".join([*report["changes"], render_status(state)])
+        emit(args, _json_status(report), human)
+        if getattr(args, "watch", False):
+            return watch(cfg, name, float(args.interval))
     finally:
         if not was and ray.is_initialized():
             ray.shutdown()
-    report["status"] = state
-    human = "\n".join([*report["changes"], render_status(state)])
-    emit(args, _json_status(report), human)
+    return 0
+
+
+def watch(cfg: Config, name: str, interval: float, *,
+          rounds: int | None = None) -> int:
+    """Every `interval` seconds, make sure the cluster's manager runs (a head restart or a
+    lost pod can take it); start it again from `cfg` when it is missing (the new manager
+    recovers from Redis and re-attaches to live shards). One line per repair on stderr;
+    runs until interrupted (or `rounds` checks, for tests)."""
+    import ray
+
+    from memcluster.cluster.launcher import start_cluster
+    from memcluster.cluster.session import ManagerHandle
+
+    checks = 0
+    while rounds is None or checks < rounds:
+        time.sleep(interval)
+        checks += 1
+        try:
+            if not ray.is_initialized():
+                join(name, cfg.ray_address)
+            ManagerHandle.find(name).call("ping", timeout=max(interval, 5.0))
+            continue
+        except NotFound:
+            reason = "its manager is not running"
+        except MemclusterError as exc:
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
+        except Exception as exc:  # Ray itself lost (a head restart): join again next time
+            reason = f"Ray is unreachable ({type(exc).__name__})"
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+        try:
+            start_cluster(cfg, name=name)
+            print(f"memcluster up --watch: {name!r}: {reason}; started it again",
+                  file=sys.stderr, flush=True)
+        except MemclusterError as exc:
+            print(f"memcluster up --watch: {name!r}: {reason}; cannot start it yet: "
+                  f"{_first_line(exc)}", file=sys.stderr, flush=True)
+        except Exception as exc:  # Ray not reachable yet: try again next round
+            print(f"memcluster up --watch: {name!r}: {reason}; cannot start it yet: "
+                  f"{type(exc).__name__}", file=sys.stderr, flush=True)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
     return 0
 
 
@@ -164,6 +213,25 @@ def scale(args: argparse.Namespace) -> int:
     emit(args, out, lambda: f"{args.scale_source}: {out.get('shards')} shards, ring version "
                             f"{out.get('ring_version')}, {out.get('moved', 0)} records moved")
     return 0
+
+
+def rebalance(args: argparse.Namespace) -> int:
+    """Spread every source over the eligible failure domains (e.g. after adding nodes)."""
+    name = cluster_name(args)
+    with joined(name) as manager:
+        out = manager.call("rebalance", timeout=1800, idempotent=False)
+    emit(args, out, lambda: "\n".join(
+        f"{source}: " + ("ring unchanged" if r["ring"] is None else
+                         f"ring {r['ring']['ring_version']} over {r['ring']['domains']} "
+                         f"domains, {r['ring']['moved']} records moved")
+        + (f"; moved shards {', '.join(r['moved_shards'])}" if r["moved_shards"] else "")
+        for source, r in out.items()))
+    return 0
+
+
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, secrets masked ("" for an empty message)."""
+    return one_line((redact_text(str(exc)).splitlines() or [""])[0])
 
 
 def _json_status(state: dict[str, Any]) -> dict[str, Any]:

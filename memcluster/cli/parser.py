@@ -86,18 +86,37 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("up", "start a cluster from a config file (embedded Ray/Redis if none given)")
     p.add_argument("config_file", nargs="?", metavar="CONFIG")
     p.add_argument("--name", help="cluster name (default: the file's name:)")
+    p.add_argument("--watch", action="store_true",
+                   help="stay, and start the cluster again whenever its manager is missing")
+    p.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
+                   help="with --watch: how often to check (default: 10)")
     p = add("down", "stop the cluster")
     p.add_argument("--force", action="store_true",
                    help="do not ask the manager to clean up (for one that does not answer): "
                         "kill its actors and stop the embedded processes")
     add("status", "show the cluster's sources, shards and health")
+    add("rebalance", "spread every source's shards over the eligible failure domains")
     p = add("scale", "change the number of shards of a source")
     p.add_argument("scale_source", metavar="SOURCE")
     p.add_argument("--shards", type=_count(1), required=True)
     p = add("bench", "measure throughput and latency")
     p.add_argument("--seconds", type=_seconds, default=5.0)
-    p = add("mcp", "serve the memory tools as an MCP server over stdio")
+    p = add("mcp", "serve the memory tools as an MCP server (stdio, or streamable HTTP)")
     p.add_argument("--namespace", "-n", default=None, help="bind the tools to a namespace")
+    p.add_argument("--http", metavar="HOST:PORT",
+                   help="serve streamable HTTP at http://HOST:PORT/mcp instead of stdio")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
+                        "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
+
+    p = add("serve", "serve the memory as a REST API (OpenAPI at /openapi.json)")
+    p.add_argument("--http", required=True, metavar="HOST:PORT",
+                   help="the address to listen on, e.g. 127.0.0.1:8080")
+    p.add_argument("--token-file", dest="token_file", metavar="FILE",
+                   help="bearer tokens, one 'TOKEN NAMESPACE' per line (default: "
+                        "$MEMCLUSTER_TOKENS); required unless HOST is loopback")
+    p.add_argument("--namespace", "-n", default=None,
+                   help="without tokens: bind every request to this namespace")
 
     p = add("demo", "several agents share memory through the LLM tools")
     p.add_argument("--agents", type=_count(1, 64), default=4)

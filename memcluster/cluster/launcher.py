@@ -71,6 +71,11 @@ class ClusterHandle:
         return ManagerHandle(self.manager, self.name).call("scale", source, shards,
                                                             idempotent=False)
 
+    def rebalance(self) -> dict[str, Any]:
+        """Spread every source over the eligible failure domains (see `memcluster
+        rebalance`); UnknownOutcome if the manager dies meanwhile."""
+        return ManagerHandle(self.manager, self.name).call("rebalance", idempotent=False)
+
     def connect(self, **kwargs: Any) -> ClusterMemory:
         return ClusterMemory(self.name, **kwargs)
 
@@ -215,7 +220,7 @@ def start_cluster(config: str | Path | Mapping[str, Any] | Any, *, name: str | N
         started.manager = not _manager_exists(name)
         started.redis_url = redis_url
         try:
-            manager = manager_actor_class().options(
+            manager = manager_actor_class(cfg.placement).options(
                 name=names.manager_name(name), namespace=namespace, lifetime="detached",
                 get_if_exists=True).remote(name, redis_url, cfg.raw, exit_on_lost_lease=True,
                                            env=referenced_env(cfg.raw))

@@ -34,6 +34,7 @@ class Retry:
     retry_on: tuple[type[BaseException], ...] = (TransientError,)
     clock: Callable[[], float] = field(default=time.monotonic, compare=False)
     sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    uniform: Callable[[float, float], float] = field(default=random.uniform, compare=False)
 
     def delays(self):  # type: ignore[no-untyped-def]
         """The (unjittered) backoff schedule, forever."""
@@ -55,7 +56,7 @@ class Retry:
                     raise
                 if on_retry is not None:
                     on_retry(exc)
-                jittered = delay * (1 + random.uniform(-self.jitter, self.jitter))
+                jittered = delay * (1 + self.uniform(-self.jitter, self.jitter))
                 self.sleep(max(0.0, min(jittered, left)))
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -90,6 +90,9 @@ class MemoryManager(MemorySurface):
             self._sources[spec.name] = _Source(spec, backend)
             if spec.default or self._default is None:
                 self._default = spec.name
+        if spec.consolidation:  # the text field defaults to the one the source embeds
+            self.set_consolidation(spec.name, {"text_field": spec.opts.get("text_field", "text"),
+                                               **spec.consolidation})
 
     def add_source(self, spec: SourceSpec) -> None:
         """Open and add a source; with `default=True` it becomes the default."""

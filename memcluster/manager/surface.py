@@ -37,15 +37,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
-from memcluster import codec
+from memcluster import codec, consolidation
+from memcluster.consolidation import steps as consolidation_steps
 from memcluster.errors import (
+    ConfigError,
     ConfirmationRequired,
     InvalidKey,
     InvalidValue,
     UnknownSource,
     UnsupportedOperation,
+    UnsupportedQuery,
 )
-from memcluster.model import Query, Record, check_count
+from memcluster.model import Query, Ranking, Record, check_count
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -253,16 +256,84 @@ class MemorySurface(ABC):
     def store(self, key: str, value: Any, *, source: str | None = None,
               namespace: str | tuple[str, ...] = "", metadata: Mapping[str, Any] | None = None,
               ttl: float | None = None, if_version: int | None = None,
-              overwrite: bool = True) -> Steps:
+              overwrite: bool = True, consolidate: bool | None = None) -> Steps:
         """Write `value` under `key` and return the stored Record (version = previous + 1).
 
         `ttl` in seconds; `if_version=v` raises VersionConflict unless the current version
-        is v; `if_version=0` or `overwrite=False` write only if the key is absent.
+        is v; `if_version=0` or `overwrite=False` write only if the key is absent. On a
+        source with consolidation (`set_consolidation`), a plain write is consolidated
+        (see `remember`) and the Record returned is the one now holding the memory;
+        `consolidate=False` skips that, `True` requires it.
         """
         op = StoreOp.make(key, value, namespace=namespace, metadata=metadata, ttl=ttl,
                           if_version=if_version, overwrite=overwrite,
                           max_bytes=self.max_value_bytes)
-        return _first((yield self._source(source), [op]))
+        name = self._source(source)
+        plain = if_version is not None or not overwrite or consolidate is False
+        settings = None if plain else self._consolidation_of(name, required=bool(consolidate))
+        if settings is None:
+            return _first((yield name, [op]))
+        done = yield from consolidation_steps(name, op, *settings,
+                                              max_bytes=self.max_value_bytes)
+        return done.record
+
+    @operation
+    def remember(self, key: str, value: Any, *, source: str | None = None,
+                 namespace: str | tuple[str, ...] = "",
+                 metadata: Mapping[str, Any] | None = None, ttl: float | None = None,
+                 consolidation: consolidation.Consolidation | None = None) -> Steps:
+        """Store `value` unless its nearest neighbours make it redundant; returns a
+        `Consolidated` (action add, update or skip; the record now holding the memory;
+        the neighbours considered). Uses the source's consolidation, or `consolidation`.
+        """
+        op = StoreOp.make(key, value, namespace=namespace, metadata=metadata, ttl=ttl,
+                          max_bytes=self.max_value_bytes)
+        name = self._source(source)
+        settings = self._consolidation_of(name, required=True, given=consolidation)
+        assert settings is not None
+        return (yield from consolidation_steps(name, op, *settings,
+                                               max_bytes=self.max_value_bytes))
+
+    def set_consolidation(self, source: str,
+                          settings: consolidation.Consolidation | Mapping[str, Any] | None
+                          ) -> None:
+        """Consolidate plain stores into `source` with `settings` (a `Consolidation`, or
+        a dict in the config file's `consolidation:` format); None turns it off. The
+        source must rank by similarity (a semantic backend: vector)."""
+        name = self._source(source)
+        if settings is None:
+            self._consolidations.pop(name, None)
+            return
+        if not isinstance(settings, consolidation.Consolidation):
+            settings = consolidation.Consolidation.from_config(settings)
+        self._consolidations[name] = (settings, self._similarity_mode(name))
+
+    def _similarity_mode(self, name: str) -> str | None:
+        """The search mode whose score is similarity: "vector" on a backend with modes,
+        None on a semantic one without; UnsupportedQuery on a backend with no similarity."""
+        caps = self.info()[name].get("capabilities") or {}
+        if caps.get("text") != "semantic":
+            raise UnsupportedQuery(f"source {name!r} has no similarity search "
+                                   "(consolidation needs a semantic source, e.g. vector)")
+        return "vector" if "vector" in (caps.get("modes") or ()) else None
+
+    def _consolidation_of(self, name: str, *, required: bool,
+                          given: consolidation.Consolidation | None = None
+                          ) -> tuple[consolidation.Consolidation, str | None] | None:
+        if given is not None:
+            return given, self._similarity_mode(name)
+        found = self._consolidations.get(name)
+        if found is None and required:
+            raise ConfigError(f"source {name!r} has no consolidation; call "
+                              "set_consolidation or pass consolidation=")
+        return found
+
+    @property
+    def _consolidations(self) -> dict[str, tuple[consolidation.Consolidation, str | None]]:
+        table = self.__dict__.get("_consolidation_table")
+        if table is None:
+            table = self.__dict__["_consolidation_table"] = {}
+        return table
 
     @operation
     def retrieve(self, key: str, *, source: str | None = None,
@@ -304,14 +375,18 @@ class MemorySurface(ABC):
                namespace: str | tuple[str, ...] = "", limit: int | None = None,
                filter: Mapping[str, Any] | None = None, pattern: str | None = None,
                offset: int | None = None, order_by: str | None = None,
-               min_score: float | None = None) -> Steps:
+               min_score: float | None = None, mode: str | None = None,
+               ranking: Ranking | Mapping[str, Any] | None = None) -> Steps:
         """Records matching `query` (a Query, or a str meaning `Query(text=...)`).
 
-        Keyword arguments given (not None) override the query's fields.
+        Keyword arguments given (not None) override the query's fields. On a source whose
+        backend has search modes (vector): `mode` is "vector", "keyword" (BM25) or
+        "hybrid" (both, fused), default the source's `search_mode`; `ranking` (a
+        `Ranking` or a dict of its fields) mixes in recency and importance.
         """
         op = SearchOp.make(query, namespace=namespace, limit=limit, offset=offset,
                            filter=_filter(filter), pattern=pattern, order_by=order_by,
-                           min_score=min_score)
+                           min_score=min_score, mode=mode, ranking=ranking)
         return list(_first((yield self._source(source), [op])))
 
     @operation

@@ -1,4 +1,5 @@
-"""Chaos fixtures: one cluster with short health timings on a private redis-server."""
+"""Chaos fixtures: one cluster with short health timings on a private redis-server, over a
+memory backend the tests can slow down on demand (`slow_backend.py`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import random
 import pytest
 
 CHAOS_HEALTH = {"interval": 0.3, "ping_timeout": 0.5, "misses": 3, "call_timeout": 2.0,
-                "lease_ttl": 3.0}
+                "lease_ttl": 3.0, "open_timeout": 4.0, "copy_timeout": 6.0}
 
 
-def chaos_config() -> dict:
+def chaos_config(control: str) -> dict:
     return {"name": "unused", "metrics_port": None, "health": CHAOS_HEALTH, "sources": [
-        {"name": "cache", "backend": "memory", "default": True, "shards": 3, "replicas": 2,
-         "write_quorum": 2, "supervision": {"intensity": 50, "period": 30}}]}
+        {"name": "cache", "backend": "tests.chaos.slow_backend.SlowMemoryBackend",
+         "default": True, "shards": 3, "replicas": 2, "write_quorum": 2,
+         "opts": {"control": control, "cleanup_interval": 0},
+         "supervision": {"intensity": 50, "period": 30}}]}
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +27,21 @@ def chaos_redis(module_redis):
 
 
 @pytest.fixture(scope="module")
-def chaos_cluster(ray_session, chaos_redis):
+def control(tmp_path_factory) -> str:
+    """The slow backend's control file (starts empty: nothing is slow)."""
+    from tests.chaos.slow_backend import slow
+
+    path = str(tmp_path_factory.mktemp("chaos") / "slow.json")
+    slow(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chaos_cluster(ray_session, chaos_redis, control):
     """A cluster (cache: 3 shards, N=2, W=2) whose Redis the tests may freeze and restart."""
     import memcluster as mc
 
-    handle = mc.start_cluster(chaos_config(), name=f"chaos{os.getpid()}",
+    handle = mc.start_cluster(chaos_config(control), name=f"chaos{os.getpid()}",
                               redis_url=chaos_redis.url)
     yield handle
     handle.stop()

@@ -102,7 +102,7 @@ def test_two_managers_never_both_lead(ray_session, module_redis):
         second.ready(30)
         assert second.leading and second.epoch > first.epoch
         with pytest.raises(FencedOut):       # shards refuse the deposed manager's epoch
-            first.handles["cache/0"].control("set_ring", first.epoch, 1).result()
+            first.handles["cache/0"].freeze(first.epoch).result()
         second.shutdown()
     finally:
         first._stop.set()

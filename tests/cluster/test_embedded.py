@@ -68,7 +68,8 @@ def test_up_attach_demo_down_across_processes(tmp_path):
         status = run(env, str(script), "--cluster", NAME, "status", "--json")
         assert status.returncode == 0, status.stderr[-3000:]
         shards = json.loads(status.stdout)["shards"]
-        assert sum(s["records"] for k, s in shards.items() if k.startswith("persistent")) == 1
+        # the one fact, on its 2 replicas (the default persistent source keeps N=2)
+        assert sum(s["records"] for k, s in shards.items() if k.startswith("persistent")) == 2
         assert state_file.exists(), "the attached demo must not stop a cluster it did not start"
 
         down = run(env, str(script), "--cluster", NAME, "down")

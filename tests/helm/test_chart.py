@@ -1,14 +1,15 @@
 """The Helm chart `helm/memcluster`: lint, render, validate, and hold it to its promises.
 
-Every value set below is rendered once with `helm template` (fast, no cluster needed); the
-tests then check the rendered objects: Kubernetes schemas (`kubernetes-validate`, strict,
-offline), the security defaults (token auth, nothing exposed, no empty or inline secrets,
-hardened containers with resources), the wiring between objects (secret references,
-selectors, ports), the values schema rejecting bad input, and — so chart and code cannot
-drift apart — the rendered ConfigMap loaded by memcluster's own config loader and the
-Grafana dashboard querying only metrics memcluster exports.
-
-helm comes from $HELM, PATH, or `.cache/helm/helm` (scripts/fetch_helm.sh puts it there).
+Every value set (chart_render.VALUE_SETS) is rendered once with `helm template` (fast, no
+cluster needed); the tests then check the rendered objects: Kubernetes schemas
+(`kubernetes-validate`, strict, offline), the security defaults (token auth, nothing
+exposed, no empty or inline secrets, hardened containers with resources), the wiring
+between objects (secret references, selectors, ports), self-healing (the watch
+Deployment), metrics only where served, the values schema rejecting bad input, and — so
+chart and code cannot drift apart — the rendered ConfigMap loaded by memcluster's own
+config loader and the Grafana dashboard querying only metrics memcluster exports. The
+custom resources are checked against the upstream CRDs and KubeRay's rules in
+test_crds.py; the image the chart runs in test_image.py.
 """
 
 from __future__ import annotations
@@ -21,138 +22,46 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.support import free_port, redis_server_binary, require_service, wait_until
+from tests.helm.chart_render import (
+    CHART,
+    CONFIG_PATH,
+    EXTERNAL_SECRETS,
+    K8S_VERSION,
+    NAMESPACE,
+    RELEASE,
+    REPO,
+    VALUE_SETS,
+    WORKER_GROUPS,
+    all_pod_templates,
+    config_of,
+    containers,
+    env_of,
+    head_container,
+    of_kind,
+    one,
+    pod_templates,
+    ray_cluster,
+    render,
+    run_helm,
+    selects,
+    template,
+    watch_container,
+    watch_pod,
+)
+from tests.support import free_port, redis_server_binary, wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "helm" / "memcluster"
-RELEASE = "mc"
-NAMESPACE = "memory"
-FULLNAME = f"{RELEASE}-memcluster"
-K8S_VERSION = "1.33"  # the Kubernetes version the fetched helm (kubectl-v33 layer) targets
 STANDARD_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/instance",
                    "app.kubernetes.io/version", "app.kubernetes.io/component",
                    "app.kubernetes.io/managed-by", "helm.sh/chart")
 CRD_KINDS = {"RayCluster", "ServiceMonitor", "PodMonitor"}
-CONFIG_PATH = "/etc/memcluster/memcluster.yaml"
-LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-WORKER_GROUPS = [
-    {"name": "small", "replicas": 2, "minReplicas": 1, "maxReplicas": 3,
-     "resources": {"requests": {"cpu": "500m", "memory": "1Gi"},
-                   "limits": {"cpu": "1", "memory": "1Gi"}},
-     "nodeSelector": {"pool": "memory"},
-     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "memory",
-                      "effect": "NoSchedule"}],
-     "podDisruptionBudget": {"enabled": True, "maxUnavailable": 1}},
-    {"name": "large", "replicas": 1, "minReplicas": 1, "maxReplicas": 5,
-     "rayStartParams": {"resources": '{"big": 1}'},
-     "resources": {"requests": {"cpu": "2", "memory": "8Gi"},
-                   "limits": {"cpu": "2", "memory": "8Gi"}},
-     "podDisruptionBudget": {"enabled": True, "maxUnavailable": "50%"}},
-    {"name": "spot", "replicas": 0, "minReplicas": 0, "maxReplicas": 10,
-     "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
-     "podDisruptionBudget": {"enabled": False}},
-]
-SOURCES = [
-    {"name": "cache", "backend": "memory", "description": "Session cache", "default": True,
-     "shards": 6, "replicas": 3, "write_quorum": 2, "opts": {"cleanup_interval": 10},
-     "supervision": {"strategy": "rest_for_one", "intensity": 3, "period": 60}},
-    {"name": "facts", "backend": "postgres", "shards": 2, "replicas": 1,
-     "opts": {"dsn": "${PG_DSN}", "table_name": "facts"}},
-    {"name": "vectors", "backend": "vector", "shards": 3,
-     "opts": {"dimension": 384, "embedder": "hash"}},
-]
-EXTERNAL_REDIS = {
-    "redis": {"enabled": False},
-    "externalRedis": {"url": "rediss://redis.example.com:6380/3", "username": "memcluster",
-                      "existingSecret": "team-redis", "existingSecretPasswordKey": "password"},
-}
-VALUE_SETS: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "external-redis": EXTERNAL_REDIS,
-    "gcs-ft": {"ray": {"gcsFaultTolerance": {"enabled": True}}},
-    "gcs-ft-external": {**EXTERNAL_REDIS, "ray": {"gcsFaultTolerance": {
-        "enabled": True, "externalStorageNamespace": "mc-gcs"}}},
-    "monitoring": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-                               "podMonitor": {"enabled": True},
-                               "grafanaDashboard": {"enabled": True}},
-                   "networkPolicy": {"monitoringNamespaces": ["monitoring"]}},
-    "worker-groups": {"ray": {"workerGroups": WORKER_GROUPS},
-                      "memcluster": {"clusterName": "agents", "sources": SOURCES},
-                      "extraEnv": [{"name": "PG_DSN", "valueFrom": {"secretKeyRef": {
-                          "name": "pg", "key": "dsn"}}}],
-                      "networkPolicy": {"clientNamespaces": ["agents", "batch"]}},
-    "existing-secrets": {"ray": {"auth": {"enabled": True, "existingSecret": "my-ray-token"}},
-                         "redis": {"auth": {"existingSecret": "my-redis",
-                                            "existingSecretPasswordKey": "pw"}}},
-    "baked-image": {"install": {"enabled": False},
-                    "image": {"repository": "registry.example/memcluster", "tag": "0.1.0"}},
-}
-
-
-# ---- helm ------------------------------------------------------------------------------
-
-
-@cache
-def helm_binary() -> str | None:
-    for candidate in (os.environ.get("HELM"), shutil.which("helm"),
-                      str(REPO / ".cache" / "helm" / "helm")):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-@pytest.fixture(scope="module")
-def helm() -> str:
-    found = helm_binary()
-    if found is None:
-        require_service("helm not found ($HELM, PATH, .cache/helm/helm): "
-                        "run scripts/fetch_helm.sh")
-    return found
-
-
-def run_helm(helm: str, *args: str, values: dict[str, Any] | None = None,
-             tmp_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [helm, *args]
-    if values is not None:
-        path = tmp_dir / f"values-{abs(hash(json.dumps(values, sort_keys=True)))}.yaml"
-        path.write_text(json.dumps(values))  # JSON is YAML
-        cmd += ["-f", str(path)]
-    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_dir / "cache"),
-           "HELM_CONFIG_HOME": str(tmp_dir / "config"), "HELM_DATA_HOME": str(tmp_dir / "data")}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, check=False)
-
-
-def template(helm: str, tmp_dir: Path, values: dict[str, Any] | None = None,
-             ) -> subprocess.CompletedProcess[str]:
-    return run_helm(helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                    "--kube-version", K8S_VERSION, values=values, tmp_dir=tmp_dir)
-
-
-def render(helm: str, tmp_dir: Path, values: dict[str, Any] | None = None) -> list[dict]:
-    result = template(helm, tmp_dir, values)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.load_all(result.stdout, Loader=LOADER) if doc]
-
-
-@pytest.fixture(scope="module")
-def helm_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("helm")
-
-
-@pytest.fixture(scope="module")
-def rendered(helm: str, helm_tmp: Path) -> dict[str, list[dict]]:
-    """Every value set, rendered once."""
-    return {name: render(helm, helm_tmp, values) for name, values in VALUE_SETS.items()}
+HEAD_SVC = f"{RELEASE}-memcluster-head-svc.{NAMESPACE}.svc.cluster.local"
+OWN_REDIS = f"{RELEASE}-memcluster-redis.{NAMESPACE}.svc.cluster.local:6379"
 
 
 def each(rendered: dict[str, list[dict]]) -> Iterator[tuple[str, dict]]:
@@ -161,64 +70,17 @@ def each(rendered: dict[str, list[dict]]) -> Iterator[tuple[str, dict]]:
             yield name, doc
 
 
-def of_kind(docs: list[dict], kind: str) -> list[dict]:
-    return [d for d in docs if d["kind"] == kind]
-
-
-def one(docs: list[dict], kind: str, suffix: str | None = None) -> dict:
-    """The one object of `kind` (named FULLNAME + suffix when a suffix is given)."""
-    found = [d for d in of_kind(docs, kind)
-             if suffix is None or d["metadata"]["name"] == FULLNAME + suffix]
-    assert len(found) == 1, f"{kind} {suffix}: {[d['metadata']['name'] for d in found]}"
-    return found[0]
-
-
-def pod_templates(doc: dict) -> list[tuple[str, dict]]:
-    """(where, pod template) of every workload object, RayCluster groups included."""
-    if doc["kind"] in ("StatefulSet", "Deployment", "Job"):
-        return [(doc["metadata"]["name"], doc["spec"]["template"])]
-    if doc["kind"] == "RayCluster":
-        spec = doc["spec"]
-        out = [("head", spec["headGroupSpec"]["template"])]
-        out += [(f"group {g['groupName']}", g["template"]) for g in spec["workerGroupSpecs"]]
-        return out
-    return []
-
-
-def all_pod_templates(docs: list[dict]) -> list[tuple[str, dict]]:
-    return [pt for doc in docs for pt in pod_templates(doc)]
-
-
-def containers(template: dict) -> list[dict]:
-    spec = template["spec"]
-    return spec.get("initContainers", []) + spec["containers"]
-
-
-def env_of(container: dict) -> dict[str, dict]:
-    return {e["name"]: e for e in container.get("env", [])}
-
-
-def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
-    return all(labels.get(k) == v for k, v in selector.items())
-
-
-def config_of(docs: list[dict]) -> dict[str, Any]:
-    return yaml.safe_load(one(docs, "ConfigMap", "-config")["data"]["memcluster.yaml"])
-
-
-def ray_cluster(docs: list[dict]) -> dict:
-    return one(docs, "RayCluster")
-
-
-def bootstrap_container(docs: list[dict]) -> dict:
-    return one(docs, "Job")["spec"]["template"]["spec"]["containers"][0]
+def memcluster_containers(docs: list[dict]) -> list[tuple[str, dict]]:
+    """(where, container) of every container that runs memcluster (all but Redis)."""
+    return [(where, c) for where, tmpl in all_pod_templates(docs) if not where.endswith("-redis")
+            for c in containers(tmpl) if c["name"] != "metrics-proxy"]
 
 
 # ---- lint and schemas ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["defaults", "worker-groups", "external-redis", "monitoring"])
-def test_helm_lint_strict_passes(helm: str, helm_tmp: Path, name: str) -> None:
+@pytest.mark.parametrize("name", ["defaults", "worker-groups", "external-redis", "everything-on"])
+def test_helm_lint_strict_passes(helm, helm_tmp, name: str) -> None:
     result = run_helm(helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE,
                       values=VALUE_SETS[name], tmp_dir=helm_tmp)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -237,8 +99,8 @@ def test_core_objects_validate_against_kubernetes_schemas(rendered) -> None:
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"[{name}] {doc['kind']} {doc['metadata']['name']}: {exc.message}")
         checked.add(doc["kind"])
-    assert {"StatefulSet", "Service", "Secret", "ConfigMap", "Job", "PodDisruptionBudget",
-            "NetworkPolicy", "ServiceAccount"} <= checked
+    assert {"StatefulSet", "Deployment", "Service", "Secret", "ConfigMap",
+            "PodDisruptionBudget", "NetworkPolicy", "ServiceAccount"} <= checked
 
 
 def test_ray_pod_templates_validate_as_kubernetes_pod_templates(rendered) -> None:
@@ -264,7 +126,56 @@ def test_every_object_carries_the_standard_labels(rendered) -> None:
     for name, docs in rendered.items():
         for where, tmpl in all_pod_templates(docs):
             labels = tmpl["metadata"]["labels"]
-            assert all(labels.get(k) for k in STANDARD_LABELS), f"[{name}] pods of {where}"
+            # Ray pods: no chart or app version, which would make KubeRay's Recreate
+            # restart the whole Ray cluster on every chart upgrade.
+            ray_pod = where == "head" or where.startswith("group ")
+            wanted = STANDARD_LABELS if not ray_pod else (
+                "app.kubernetes.io/name", "app.kubernetes.io/instance",
+                "app.kubernetes.io/component")
+            assert all(labels.get(k) for k in wanted), f"[{name}] pods of {where}"
+            if ray_pod:
+                assert not {"helm.sh/chart", "app.kubernetes.io/version"} & set(labels)
+
+
+def test_no_helm_hooks_so_install_waits_on_nothing_but_its_objects(rendered) -> None:
+    """`memcluster up` runs in the watch Deployment, not in a hook Helm must wait for."""
+    for name, doc in each(rendered):
+        annotations = doc["metadata"].get("annotations", {})
+        assert not any(k.startswith("helm.sh/hook") for k in annotations), (name, doc["kind"])
+    readme = (REPO / "README.md").read_text()
+    install = next(line for line in readme.splitlines() if line.startswith("helm install"))
+    assert "--wait" in install and "--timeout" in install
+
+
+# ---- the image -------------------------------------------------------------------------
+
+
+def test_every_memcluster_container_runs_the_image_and_nothing_installs_at_start(rendered):
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    image = f"{values['image']['repository']}:{values['image']['tag']}"
+    for name, docs in rendered.items():
+        want = image if name != "everything-on" else "registry.example/team/memcluster:0.1.0-custom"
+        for where, c in memcluster_containers(docs):
+            assert c["image"] == want, f"[{name}] {where}/{c['name']}"
+        for where, tmpl in all_pod_templates(docs):
+            assert "initContainers" not in tmpl["spec"], f"[{name}] {where}"
+            for c in containers(tmpl):
+                assert "PYTHONPATH" not in env_of(c)
+                assert not re.search(r"\bpip\b", json.dumps(c.get("command", []))), where
+
+
+def test_default_image_is_what_the_build_script_builds_for_the_charts_ray() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    printed = subprocess.run(["bash", str(REPO / "scripts" / "build_image.sh"), "--print"],
+                             capture_output=True, text=True, check=True, timeout=30,
+                             env={k: v for k, v in os.environ.items()
+                                  if k not in ("IMAGE", "TAG", "RAY_VERSION", "PYTHON_TAG")})
+    assert printed.stdout.splitlines()[0] == (
+        f"{values['image']['repository']}:{values['image']['tag']}")
+    dockerfile = (REPO / "Dockerfile").read_text()
+    ray_version = re.search(r"^ARG RAY_VERSION=(\S+)$", dockerfile, re.M).group(1)
+    assert values["ray"]["version"] == ray_version
+    assert f"-ray{ray_version}-" in values["image"]["tag"]
 
 
 # ---- security defaults -----------------------------------------------------------------
@@ -273,7 +184,7 @@ def test_every_object_carries_the_standard_labels(rendered) -> None:
 def test_every_container_is_hardened_and_has_resources(rendered) -> None:
     for name, docs in rendered.items():
         templates = all_pod_templates(docs)
-        assert len(templates) >= 3  # the job, the head, >= 1 worker group (+ redis)
+        assert len(templates) >= 3  # the watch pod, the head, >= 1 worker group (+ redis)
         for where, tmpl in templates:
             spec = tmpl["spec"]
             assert spec["automountServiceAccountToken"] is False, f"[{name}] {where}"
@@ -307,10 +218,17 @@ def test_ray_token_auth_is_on_by_default_with_a_generated_secret(rendered) -> No
     assert auth["secretName"] == secret["metadata"]["name"]
     token = base64.b64decode(secret["data"]["auth_token"]).decode()
     assert len(token) >= 32 and token.isalnum()
-    env = env_of(bootstrap_container(docs))
+    env = env_of(watch_container(docs))
     assert env["RAY_AUTH_MODE"]["value"] == "token"
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == {
         "name": secret["metadata"]["name"], "key": "auth_token"}
+
+
+def test_auth_off_renders_no_token_anywhere(rendered) -> None:
+    docs = rendered["auth-off"]
+    assert "authOptions" not in ray_cluster(docs)["spec"]
+    assert not [s for s in of_kind(docs, "Secret") if s["metadata"]["name"].endswith("-token")]
+    assert "RAY_AUTH_TOKEN" not in env_of(watch_container(docs))
 
 
 def test_generated_secrets_are_random_per_install(rendered, helm, helm_tmp) -> None:
@@ -321,16 +239,31 @@ def test_generated_secrets_are_random_per_install(rendered, helm, helm_tmp) -> N
         assert first != second, suffix
 
 
+@pytest.mark.parametrize("name", ["existing-secrets", "everything-on"])
+def test_existing_secrets_make_helm_template_deterministic_for_gitops(helm, helm_tmp, name):
+    """Argo CD and Flux render with `helm template`: no lookup, so nothing may be random."""
+    first = template(helm, helm_tmp, VALUE_SETS[name])
+    second = template(helm, helm_tmp, VALUE_SETS[name])
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    assert "kind: Secret" not in first.stdout
+
+
 def test_existing_secrets_replace_the_generated_ones(rendered) -> None:
     docs = rendered["existing-secrets"]
     assert of_kind(docs, "Secret") == []
     assert ray_cluster(docs)["spec"]["authOptions"]["secretName"] == "my-ray-token"
-    env = env_of(bootstrap_container(docs))
+    env = env_of(watch_container(docs))
     assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "my-ray-token"
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "my-redis", "key": "pw"}
+    assert env["MEMCLUSTER_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "my-redis", "key": "pw"}
     redis = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     assert env_of(redis)["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "my-redis", "key": "pw"}
+    auth_only = rendered["existing-auth-secret"]
+    assert [s["metadata"]["name"] for s in of_kind(auth_only, "Secret")] == [
+        f"{RELEASE}-memcluster-redis"]
+    assert ray_cluster(auth_only)["spec"]["authOptions"]["secretName"] == "my-ray-token"
 
 
 def test_nothing_is_exposed_outside_the_cluster_by_default(rendered) -> None:
@@ -373,11 +306,9 @@ def test_no_empty_or_inline_secrets(rendered) -> None:
 
 
 def test_every_secret_reference_resolves(rendered) -> None:
-    external = {"team-redis": {"password"}, "my-ray-token": {"auth_token"},
-                "my-redis": {"pw"}, "pg": {"dsn"}}
     for name, docs in rendered.items():
         available = {s["metadata"]["name"]: set(s["data"]) for s in of_kind(docs, "Secret")}
-        available.update(external)
+        available.update(EXTERNAL_SECRETS)
         refs = []
         for _where, tmpl in all_pod_templates(docs):
             for c in containers(tmpl):
@@ -386,6 +317,9 @@ def test_every_secret_reference_resolves(rendered) -> None:
         gcs = ray_cluster(docs)["spec"].get("gcsFaultToleranceOptions")
         if gcs:
             refs.append(gcs["redisPassword"]["valueFrom"]["secretKeyRef"])
+        auth = ray_cluster(docs)["spec"].get("authOptions")
+        if auth:
+            refs.append({"name": auth["secretName"], "key": "auth_token"})
         assert refs
         for ref in refs:
             assert ref["key"] in available.get(ref["name"], set()), f"[{name}] {ref}"
@@ -394,7 +328,7 @@ def test_every_secret_reference_resolves(rendered) -> None:
 # ---- Redis -----------------------------------------------------------------------------
 
 
-def test_redis_is_a_persistent_statefulset_with_aof_and_noeviction(rendered) -> None:
+def test_redis_is_a_persistent_statefulset_with_aof_noeviction_and_maxmemory(rendered) -> None:
     docs = rendered["defaults"]
     sts = one(docs, "StatefulSet")
     claims = sts["spec"]["volumeClaimTemplates"]
@@ -406,7 +340,8 @@ def test_redis_is_a_persistent_statefulset_with_aof_and_noeviction(rendered) -> 
     conf = one(docs, "ConfigMap", "-redis-config")["data"]["redis.conf"].splitlines()
     assert "appendonly yes" in conf
     assert "maxmemory-policy noeviction" in conf
-    assert "dir /data" in conf
+    assert "maxmemory 640mb" in conf  # below the 1Gi limit, with room for the AOF rewrite
+    assert container["resources"]["limits"]["memory"] == "1Gi"
     svc = one(docs, "Service", "-redis")
     assert selects(svc["spec"]["selector"], sts["spec"]["template"]["metadata"]["labels"])
 
@@ -419,9 +354,8 @@ def test_the_rendered_redis_config_runs_with_auth_aof_and_noeviction(rendered, t
     container = one(docs, "StatefulSet")["spec"]["template"]["spec"]["containers"][0]
     script = container["command"][2]
     conf = one(docs, "ConfigMap", "-redis-config")["data"]["redis.conf"]
-    (tmp_path / "etc").mkdir()
-    (tmp_path / "run").mkdir()
-    (tmp_path / "data").mkdir()
+    for sub in ("etc", "run", "data"):
+        (tmp_path / sub).mkdir()
     port = free_port()
     conf = (conf.replace("dir /data", f"dir {tmp_path / 'data'}")
             .replace("port 6379", f"port {port}")
@@ -441,7 +375,9 @@ def test_the_rendered_redis_config_runs_with_auth_aof_and_noeviction(rendered, t
             anonymous.sendall(b"SET k v\r\n")
             assert anonymous.recv(128).startswith(b"-NOAUTH")
         assert authed.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert authed.config_get("maxmemory") == {"maxmemory": str(640 * 1024 * 1024)}
         assert authed.config_get("appendonly") == {"appendonly": "yes"}
+        assert int(authed.config_get("databases")["databases"]) >= 2  # memcluster uses db 1
         assert oct((tmp_path / "run" / "auth.conf").stat().st_mode & 0o777) == "0o600"
         authed.close()
     finally:
@@ -455,11 +391,11 @@ def test_external_redis_replaces_the_statefulset(rendered) -> None:
     assert of_kind(docs, "Secret") == [one(docs, "Secret", "-ray-token")]
     assert not [s for s in of_kind(docs, "Service") if "redis" in s["metadata"]["name"]]
     config = config_of(docs)
-    assert config["redis_url"] == "rediss://memcluster:${REDIS_PASSWORD}@redis.example.com:6380/3"
-    env = env_of(bootstrap_container(docs))
-    assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+    assert config["redis_url"] == (
+        "rediss://memcluster:${MEMCLUSTER_REDIS_PASSWORD}@redis.example.com:6380/3")
+    env = env_of(watch_container(docs))
+    assert env["MEMCLUSTER_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
         "name": "team-redis", "key": "password"}
-    assert "redis.example.com:6380" in env["MEMCLUSTER_WAIT_FOR"]["value"]
 
 
 @pytest.mark.parametrize("values, message", [
@@ -480,22 +416,45 @@ def test_external_redis_needs_a_url_without_credentials_and_a_secret(
 # ---- Ray ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, address", [
-    ("gcs-ft", f"{RELEASE}-memcluster-redis.{NAMESPACE}.svc.cluster.local:6379"),
-    ("gcs-ft-external", "rediss://redis.example.com:6380"),
+@pytest.mark.parametrize("name, address, db", [
+    ("defaults", OWN_REDIS, "1"),
+    ("gcs-ft-own-redis", OWN_REDIS, "1"),
+    ("gcs-ft-external-redis", "rediss://redis.example.com:6380", "3"),
 ])
-def test_gcs_fault_tolerance_points_at_redis(rendered, name, address) -> None:
+def test_gcs_fault_tolerance_is_on_and_kept_apart_from_memcluster(rendered, name, address, db):
     docs = rendered[name]
     gcs = ray_cluster(docs)["spec"]["gcsFaultToleranceOptions"]
-    assert gcs["redisAddress"] == address
-    password_ref = gcs["redisPassword"]["valueFrom"]["secretKeyRef"]
-    assert password_ref == env_of(bootstrap_container(docs))["REDIS_PASSWORD"]["valueFrom"][
-        "secretKeyRef"]
+    assert gcs["redisAddress"] == address  # Ray's GCS: database 0, no database setting
+    secret_ref = gcs["redisPassword"]["valueFrom"]["secretKeyRef"]
     assert "value" not in gcs["redisPassword"]
-    if name == "gcs-ft-external":
-        assert gcs["redisUsername"] == {"value": "memcluster"}
+    # memcluster: the same password under its own env name, in another database.
+    head_env = env_of(head_container(docs))
+    assert head_env["MEMCLUSTER_REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"] == secret_ref
+    assert not {"REDIS_PASSWORD", "REDIS_USERNAME", "RAY_REDIS_ADDRESS"} & set(head_env)
+    assert "redis-password" not in ray_cluster(docs)["spec"]["headGroupSpec"]["rayStartParams"]
+    assert config_of(docs)["redis_url"].endswith(f"/{db}")
+    if name != "defaults":
         assert gcs["externalStorageNamespace"] == "mc-gcs"
-    assert "gcsFaultToleranceOptions" not in ray_cluster(rendered["defaults"])["spec"]
+    if name == "gcs-ft-external-redis":
+        assert gcs["redisUsername"] == {"value": "memcluster"}
+    assert "gcsFaultToleranceOptions" not in ray_cluster(rendered["gcs-ft-off"])["spec"]
+
+
+def test_the_head_hosts_nothing_and_placement_reaches_the_config(rendered) -> None:
+    for docs in rendered.values():
+        assert ray_cluster(docs)["spec"]["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    assert config_of(rendered["defaults"])["placement"] == {"domain": "node", "resources": None}
+    assert config_of(rendered["everything-on"])["placement"] == {
+        "domain": "zone", "resources": {"memory-node": 1}}
+
+
+def test_head_ray_start_params_merge_without_duplicate_keys(helm, helm_tmp) -> None:
+    values = {"ray": {"head": {"rayStartParams": {"object-store-memory": "100000000"}}}}
+    text = template(helm, helm_tmp, values).stdout
+    block = text.split("rayStartParams:", 1)[1].split("template:", 1)[0]
+    keys = re.findall(r'^\s+"([a-z-]+)":', block, re.M)
+    assert sorted(keys) == sorted(set(keys))
+    assert {"object-store-memory", "num-cpus", "metrics-export-port"} <= set(keys)
 
 
 def test_worker_groups_follow_the_values(rendered) -> None:
@@ -510,21 +469,41 @@ def test_worker_groups_follow_the_values(rendered) -> None:
         assert pod["containers"][0]["resources"] == want["resources"]
         assert pod.get("nodeSelector", {}) == want.get("nodeSelector", {})
         assert pod.get("tolerations", []) == want.get("tolerations", [])
-    assert groups["large"]["rayStartParams"]["resources"] == '{"big": 1}'
+        assert got.get("labels", {}) == want.get("rayLabels", {})
+        assert got.get("resources", {}) == want.get("rayResources", {})
+        assert got["rayStartParams"]["metrics-export-port"] == "8080"
+    assert groups["large"]["rayStartParams"]["object-store-memory"] == "2000000000"
 
 
-def test_memcluster_is_installed_into_every_ray_pod_unless_baked_in(rendered) -> None:
-    for where, tmpl in all_pod_templates(rendered["defaults"]):
-        if where.endswith("-redis"):
-            continue
-        init = tmpl["spec"]["initContainers"]
-        assert init[0]["name"] == "install-memcluster"
-        assert "memcluster==0.1.0" in init[0]["command"]
-        assert env_of(tmpl["spec"]["containers"][0])["PYTHONPATH"]["value"] == "/opt/memcluster"
-    for where, tmpl in all_pod_templates(rendered["baked-image"]):
-        assert "initContainers" not in tmpl["spec"], where
-        if not where.endswith("-redis"):
-            assert tmpl["spec"]["containers"][0]["image"] == "registry.example/memcluster:0.1.0"
+def test_an_upgrade_strategy_rolls_ray_pods_on_image_changes_only(
+        helm, helm_tmp, rendered) -> None:
+    """KubeRay's Recreate hashes the pod templates: an image change must change them (the
+    upgrade takes effect); a shard-count change or a new chart version that changes nothing
+    in the pods must not (either would restart all of Ray)."""
+    base = rendered["defaults"]
+    assert ray_cluster(base)["spec"]["upgradeStrategy"] == {"type": "Recreate"}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    sources = copy.deepcopy(values["memcluster"]["sources"])
+    sources[0]["shards"] = 8
+    rescaled = render(helm, helm_tmp, {"memcluster": {"sources": sources}})
+    new_image = render(helm, helm_tmp, {"image": {"tag": "0.1.1-ray2.60.0-py311"}})
+    chart = helm_tmp / "newer-chart"
+    shutil.copytree(CHART, chart, dirs_exist_ok=True)
+    meta = (chart / "Chart.yaml").read_text()
+    (chart / "Chart.yaml").write_text(meta.replace("version: 0.", "version: 9.")
+                                      .replace('appVersion: "0.1.0"', 'appVersion: "0.9.0"'))
+    newer_chart = run_helm(helm, "template", RELEASE, str(chart), "--namespace", NAMESPACE,
+                           tmp_dir=helm_tmp)
+    assert newer_chart.returncode == 0, newer_chart.stderr
+    newer_docs = [d for d in yaml.safe_load_all(newer_chart.stdout) if d]
+    templates = [t for _, t in pod_templates(ray_cluster(base))]
+    assert [t for _, t in pod_templates(ray_cluster(rescaled))] == templates
+    assert [t for _, t in pod_templates(ray_cluster(newer_docs))] == templates
+    assert [t for _, t in pod_templates(ray_cluster(new_image))] != templates
+    assert config_of(rescaled)["sources"][0]["shards"] == 8
+    # ... and the config change rolls the watch pod, whose `up` applies it.
+    before = watch_pod(base)["metadata"]["annotations"]["checksum/config"]
+    assert watch_pod(rescaled)["metadata"]["annotations"]["checksum/config"] != before
 
 
 def test_pod_disruption_budget_per_worker_group(rendered) -> None:
@@ -540,17 +519,37 @@ def test_pod_disruption_budget_per_worker_group(rendered) -> None:
         assert matched == [f"group {group['name']}"]
 
 
-# ---- the configuration contract ----------------------------------------------------------
+# ---- self-healing: the watch Deployment ------------------------------------------------
+
+
+def test_watch_deployment_runs_memcluster_up_watch_against_the_ray_head(rendered) -> None:
+    docs = rendered["defaults"]
+    deployment = one(docs, "Deployment", "-watch")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = watch_pod(docs)
+    assert pod["spec"].get("restartPolicy", "Always") == "Always"
+    container = watch_container(docs)
+    assert container["command"] == ["memcluster", "up", CONFIG_PATH, "--watch",
+                                    "--interval", "10"]
+    env = env_of(container)
+    assert env["RAY_ADDRESS"]["value"] == f"ray://{HEAD_SVC}:10001"
+    assert env["RAY_ADDRESS"]["value"] == config_of(docs)["ray_address"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    config_map = volumes[mounts["/etc/memcluster"]]["configMap"]["name"]
+    assert config_map == one(docs, "ConfigMap", "-config")["metadata"]["name"]
+    assert watch_container(rendered["everything-on"])["command"][-1] == "5"
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_memcluster_loads_the_rendered_config(rendered, monkeypatch, name) -> None:
     """The ConfigMap is read by memcluster's own loader: chart and code cannot drift."""
-    from memcluster.config import load_config
+    from memcluster import load_config
 
     docs = rendered[name]
     data = config_of(docs)
-    monkeypatch.setenv("REDIS_PASSWORD", "pw-from-secret")
+    monkeypatch.setenv("MEMCLUSTER_REDIS_PASSWORD", "pw-from-secret")
     monkeypatch.setenv("PG_DSN", "postgresql://db/facts")
     config = load_config(data)
 
@@ -570,95 +569,76 @@ def test_memcluster_loads_the_rendered_config(rendered, monkeypatch, name) -> No
     assert config.name == values.get("memcluster", {}).get("clusterName", f"{RELEASE}-memcluster")
     # The secret is resolved from the environment; the stored (raw) form keeps the reference.
     assert ":pw-from-secret@" in config.redis_url
-    assert "${REDIS_PASSWORD}" in config.raw["redis_url"]
+    assert "${MEMCLUSTER_REDIS_PASSWORD}" in config.raw["redis_url"]
     # Every process that loads the config gets the variables it references.
     referenced = set(re.findall(r"\$\{(\w+)\}", json.dumps(data)))
-    head = ray_cluster(docs)["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    for container in (head, bootstrap_container(docs)):
+    for container in (head_container(docs), watch_container(docs)):
         assert referenced <= set(env_of(container)), container["name"]
-
-
-def test_bootstrap_job_runs_memcluster_up_against_the_ray_head(rendered) -> None:
-    docs = rendered["defaults"]
-    job = one(docs, "Job")
-    annotations = job["metadata"]["annotations"]
-    assert set(annotations["helm.sh/hook"].split(",")) == {"post-install", "post-upgrade"}
-    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation"
-    container = bootstrap_container(docs)
-    script = container["command"][-1]
-    assert f"/opt/memcluster/bin/memcluster up {CONFIG_PATH}" in script
-    env = env_of(container)
-    head_svc = f"{ray_cluster(docs)['metadata']['name']}-head-svc"
-    assert env["RAY_ADDRESS"]["value"] == (
-        f"ray://{head_svc}.{NAMESPACE}.svc.cluster.local:10001")
-    assert env["RAY_ADDRESS"]["value"] == config_of(docs)["ray_address"]
-    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
-    config_map = volumes[mounts["/etc/memcluster"]]["configMap"]["name"]
-    assert config_map == one(docs, "ConfigMap", "-config")["metadata"]["name"]
-    baked = bootstrap_container(rendered["baked-image"])["command"][-1]
-    assert f"exec memcluster up {CONFIG_PATH}" in baked
-
-
-def test_bootstrap_script_waits_for_its_targets_then_runs_up(rendered, tmp_path) -> None:
-    """Run the Job's own shell script with a stub `memcluster`: up only once the targets answer."""
-    script = bootstrap_container(rendered["defaults"])["command"][-1]
-    stub = tmp_path / "memcluster"
-    stub.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'called'}\n")
-    stub.chmod(0o755)
-    script = (script.replace("python -c", f"{sys.executable} -c")
-              .replace("/opt/memcluster/bin/memcluster", str(stub)))
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        open_port = listener.getsockname()[1]
-        ok = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
-                            env={**os.environ, "MEMCLUSTER_WAIT_TIMEOUT": "5",
-                                 "MEMCLUSTER_WAIT_FOR": f"127.0.0.1:{open_port}"})
-    assert ok.returncode == 0, ok.stderr
-    assert (tmp_path / "called").read_text().split() == ["up", CONFIG_PATH]
-    (tmp_path / "called").unlink()
-    closed = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
-                            env={**os.environ, "MEMCLUSTER_WAIT_TIMEOUT": "0",
-                                 "MEMCLUSTER_WAIT_FOR": f"127.0.0.1:{free_port()}"})
-    assert closed.returncode != 0
-    assert "timed out waiting for 127.0.0.1:" in closed.stderr
-    assert not (tmp_path / "called").exists()
-
-
-def test_an_upgrade_with_new_shard_counts_reruns_the_bootstrap(helm, helm_tmp, rendered) -> None:
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    sources = copy.deepcopy(values["memcluster"]["sources"])
-    sources[0]["shards"] = 8
-    docs = render(helm, helm_tmp, {"memcluster": {"sources": sources}})
-    assert config_of(docs)["sources"][0]["shards"] == 8
-    before = one(rendered["defaults"], "Job")["spec"]["template"]["metadata"]["annotations"]
-    after = one(docs, "Job")["spec"]["template"]["metadata"]["annotations"]
-    assert before["checksum/config"] != after["checksum/config"]
 
 
 # ---- metrics, network policy, dashboard ------------------------------------------------
 
 
-def test_metrics_service_and_monitors_reach_the_ray_pods(rendered) -> None:
+def declared_ports(template: dict) -> set[str]:
+    return {p["name"] for c in template["spec"]["containers"] for p in c.get("ports", [])}
+
+
+def test_metrics_are_scraped_only_where_they_are_served(rendered) -> None:
+    """mc-metrics only on the watch pod's proxy, Ray's metrics port on every Ray pod: each
+    ServiceMonitor / PodMonitor endpoint lands only on pods that declare that port."""
     docs = rendered["monitoring"]
-    svc = one(docs, "Service", "-metrics")
-    ray_templates = pod_templates(ray_cluster(docs))
-    for where, tmpl in ray_templates:
-        assert selects(svc["spec"]["selector"], tmpl["metadata"]["labels"]), where
-        port_names = {p["name"] for p in tmpl["spec"]["containers"][0]["ports"]}
-        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= port_names, where
-    for where, tmpl in all_pod_templates(docs):
-        if where.endswith(("-redis", "-bootstrap")):
-            assert not selects(svc["spec"]["selector"], tmpl["metadata"]["labels"]), where
+    pods = {where: t for where, t in all_pod_templates(docs)}
+    watch = f"{RELEASE}-memcluster-watch"
+    ray_pods = [w for w in pods if w == "head" or w.startswith("group ")]
+    assert declared_ports(pods[watch]) == {"mc-metrics"}
+    for where in ray_pods:
+        assert "mc-metrics" not in declared_ports(pods[where]), where
+        assert "metrics" in declared_ports(pods[where]), where
+
+    services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
+    memcluster_svc = services[f"{RELEASE}-memcluster-metrics"]
+    ray_svc = services[f"{RELEASE}-memcluster-ray-metrics"]
+    assert [w for w, t in pods.items()
+            if selects(memcluster_svc["spec"]["selector"], t["metadata"]["labels"])] == [watch]
+    assert sorted(w for w, t in pods.items()
+                  if selects(ray_svc["spec"]["selector"], t["metadata"]["labels"])) == sorted(
+        ray_pods)
+
     monitor = one(docs, "ServiceMonitor")
-    assert selects(monitor["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
     assert monitor["metadata"]["labels"]["release"] == "prom"
-    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {
-        p["name"] for p in svc["spec"]["ports"]}
+    scraped = [s for s in services.values()
+               if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])]
+    assert sorted(s["metadata"]["name"] for s in scraped) == sorted(
+        [memcluster_svc["metadata"]["name"], ray_svc["metadata"]["name"]])
+    endpoint_ports = {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert endpoint_ports == {p["name"] for s in scraped for p in s["spec"]["ports"]}
+
     pod_monitor = one(docs, "PodMonitor")
-    for _where, tmpl in ray_templates:
-        assert selects(pod_monitor["spec"]["selector"]["matchLabels"], tmpl["metadata"]["labels"])
+    selected = [w for w, t in pods.items()
+                if selects(pod_monitor["spec"]["selector"]["matchLabels"], t["metadata"]["labels"])]
+    assert sorted(selected) == sorted([watch, *ray_pods])
+    for endpoint in pod_monitor["spec"]["podMetricsEndpoints"]:
+        serving = [w for w in selected if endpoint["port"] in declared_ports(pods[w])]
+        assert serving == ([watch] if endpoint["port"] == "mc-metrics" else ray_pods)
     assert not of_kind(rendered["defaults"], "ServiceMonitor")
     assert not of_kind(rendered["defaults"], "PodMonitor")
+
+
+def test_the_metrics_proxy_looks_for_the_manager_among_the_workers(rendered) -> None:
+    docs = rendered["defaults"]
+    proxy = watch_container(docs, "metrics-proxy")
+    target = proxy["command"][proxy["command"].index("--target") + 1]
+    host, port = target.rsplit(":", 1)
+    assert port == "9464"
+    workers = one(docs, "Service", "-workers")
+    assert host == f"{workers['metadata']['name']}.{NAMESPACE}.svc.cluster.local"
+    assert workers["spec"]["clusterIP"] == "None"
+    assert workers["spec"]["publishNotReadyAddresses"] is True
+    selected = [w for w, t in all_pod_templates(docs)
+                if selects(workers["spec"]["selector"], t["metadata"]["labels"])]
+    assert selected == ["group workers"]
+    script = one(docs, "ConfigMap", "-metrics-proxy")["data"]["metrics_proxy.py"]
+    assert script == (CHART / "files" / "metrics_proxy.py").read_text().rstrip("\n")
 
 
 def test_network_policy_admits_only_the_release_and_configured_namespaces(rendered) -> None:
@@ -705,9 +685,8 @@ def test_grafana_dashboard_queries_only_metrics_memcluster_exports(rendered) -> 
     used = {m for e in exprs for m in re.findall(r"\bmemcluster_[a-z_]+", e)}
     assert len(used) >= 8
     assert used <= exported, f"dashboard uses metrics memcluster does not export: {used - exported}"
-    assert not of_kind(rendered["defaults"], "ConfigMap") or all(
-        not d["metadata"]["name"].endswith("-dashboard")
-        for d in of_kind(rendered["defaults"], "ConfigMap"))
+    assert not [d for d in of_kind(rendered["defaults"], "ConfigMap")
+                if d["metadata"]["name"].endswith("-dashboard")]
 
 
 # ---- values schema and cross-field checks -----------------------------------------------
@@ -715,6 +694,7 @@ def test_grafana_dashboard_queries_only_metrics_memcluster_exports(rendered) -> 
 
 @pytest.mark.parametrize("values, message", [
     ({"unknownKey": 1}, "unknownKey"),
+    ({"install": {"enabled": True}}, "install"),
     ({"ray": {"workerGroups": [{"name": "w", "replicas": "two", "minReplicas": 0,
                                 "maxReplicas": 3, "resources": WORKER_GROUPS[0]["resources"]}]}},
      "/ray/workerGroups/0/replicas"),
@@ -722,6 +702,18 @@ def test_grafana_dashboard_queries_only_metrics_memcluster_exports(rendered) -> 
     ({"ray": {"workerGroups": [{k: v for k, v in WORKER_GROUPS[0].items()
                                 if k != "resources"}]}}, "resources"),
     ({"ray": {"head": {"rayStartParams": {"num-cpus": "4"}}}}, "/ray/head/rayStartParams"),
+    ({"ray": {"head": {"rayStartParams": {"metrics-export-port": "9090"}}}},
+     "/ray/head/rayStartParams"),
+    ({"ray": {"workerGroups": [{**WORKER_GROUPS[0], "rayStartParams": {"labels": "a=b"}}]}},
+     "/ray/workerGroups/0/rayStartParams"),
+    ({"ray": {"workerGroups": [{**WORKER_GROUPS[0],
+                                "rayStartParams": {"resources": '{"x": 1}'}}]}},
+     "/ray/workerGroups/0/rayStartParams"),
+    ({"ray": {"workerGroups": [{**WORKER_GROUPS[0], "rayLabels": {"ray.io/zone": "a"}}]}},
+     "ray.io/zone"),
+    ({"ray": {"upgradeStrategy": "RollingUpdate"}}, "/ray/upgradeStrategy"),
+    ({"ray": {"version": "latest"}}, "/ray/version"),
+    ({"fullnameOverride": "1st"}, "/fullnameOverride"),
     ({"memcluster": {"sources": [{"name": "c", "backend": "memory", "shards": "4"}]}},
      "/memcluster/sources/0/shards"),
     ({"memcluster": {"sources": [{"name": "c", "backend": "memory",
@@ -729,12 +721,17 @@ def test_grafana_dashboard_queries_only_metrics_memcluster_exports(rendered) -> 
      "/memcluster/sources/0/supervision/strategy"),
     ({"memcluster": {"sources": [{"name": "c", "backend": "memory", "replica": 2}]}}, "replica"),
     ({"memcluster": {"sources": []}}, "/memcluster/sources"),
+    ({"memcluster": {"placement": {"domain": "node", "resources": {"gpu": 0}}}},
+     "/memcluster/placement/resources"),
+    ({"memcluster": {"placement": {"domain": "node", "other": 1}}}, "other"),
     ({"redis": {"persistence": {"size": "lots"}}}, "/redis/persistence/size"),
+    ({"redis": {"maxmemory": ""}}, "/redis/maxmemory"),
     ({"metrics": {"serviceMonitor": {"enabled": "yes"}}}, "/metrics/serviceMonitor/enabled"),
     ({"networkPolicy": {"clientNamespaces": ["Not_A_Namespace"]}},
      "/networkPolicy/clientNamespaces/0"),
     ({"redis": {"securityContext": {"privileged": True}}}, "privileged"),
     ({"ray": {"head": {"serviceType": "Ingress"}}}, "/ray/head/serviceType"),
+    ({"watch": {"intervalSeconds": 0}}, "/watch/intervalSeconds"),
 ])
 def test_values_schema_rejects_bad_values(helm, helm_tmp, values, message) -> None:
     result = template(helm, helm_tmp, values)
@@ -748,6 +745,8 @@ def test_values_schema_rejects_bad_values(helm, helm_tmp, values, message) -> No
      "ray.workerGroups[1].name"),
     ({"ray": {"workerGroups": [{**WORKER_GROUPS[0], "replicas": 9}]}},
      "ray.workerGroups[0].replicas"),
+    ({"ray": {"workerGroups": [{**WORKER_GROUPS[0], "minReplicas": 4, "maxReplicas": 3,
+                                "replicas": 3}]}}, "ray.workerGroups[0].minReplicas"),
     ({"memcluster": {"sources": [{"name": "c", "backend": "memory", "shards": 1,
                                   "replicas": 2}]}}, "memcluster.sources[0].replicas"),
     ({"memcluster": {"sources": [{"name": "c", "backend": "memory", "shards": 3,
@@ -756,11 +755,23 @@ def test_values_schema_rejects_bad_values(helm, helm_tmp, values, message) -> No
     ({"memcluster": {"sources": [{"name": "a", "backend": "memory", "default": True},
                                  {"name": "b", "backend": "memory", "default": True}]}},
      "at most one source may be the default"),
+    ({"redis": {"maxmemory": "1gb"}}, "redis.maxmemory"),
+    ({"redis": {"maxmemory": "1000mb"}}, "redis.maxmemory"),
+    ({"memcluster": {"placement": {"domain": "node", "resources": {"memcluster": 1}}}},
+     "memcluster.placement.resources"),
+    ({"memcluster": {"placement": {"domain": "zone"}}}, "memcluster.placement.domain"),
+    ({"ray": {"version": "2.51.0"}}, "ray.version"),
+    ({"metrics": {"enabled": False, "podMonitor": {"enabled": True}}}, "metrics.enabled"),
 ])
 def test_cross_field_checks_fail_naming_the_field(helm, helm_tmp, values, message) -> None:
     result = template(helm, helm_tmp, values)
     assert result.returncode != 0, f"accepted {values}"
     assert message in result.stderr
+
+
+def test_token_auth_off_allows_an_older_ray(helm, helm_tmp) -> None:
+    result = template(helm, helm_tmp, {"ray": {"version": "2.51.0", "auth": {"enabled": False}}})
+    assert result.returncode == 0, result.stderr
 
 
 def test_the_readme_documents_every_value() -> None:

@@ -105,3 +105,42 @@ def test_ray_fleet_shares_memory_across_two_jobs(tmp_path, monkeypatch):
             leftover = EmbeddedState.load(name)
             if leftover is not None:
                 stop_embedded(leftover)
+
+
+def test_langmem_agent_remembers_each_user_across_threads(tmp_path):
+    db = tmp_path / "memory.db"
+    done = run_example("langmem_agent.py", "--path", str(db))
+    assert done.returncode == 0, done.stderr + done.stdout
+    out = done.stdout
+    assert "From memory: Ada takes her tea with lemon" in out          # read back by search
+    assert "nothing in my memory" in out                                # bob sees none of it
+    assert "ada's memories in memcluster: ['Ada takes her tea with milk now']" in out
+    assert out.rstrip().endswith("OK") and db.exists()
+
+
+def test_langmem_tools_write_where_the_memory_tools_read():
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        import langmem_agent
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    from langchain_core.messages import AIMessage
+
+    import memcluster as mc
+    from memcluster.integrations.langgraph import MemclusterStore
+
+    with mc.MemoryManager([mc.memory_source("cache", "memory", default=True)]) as mem:
+        store = MemclusterStore(mem, index={"dims": 8, "fields": ["content"],
+                                            "embed": lambda texts: [[1.0] * 8 for _ in texts]})
+        model = langmem_agent.ScriptedChatModel(script=[
+            langmem_agent.call("manage_memory", content="likes jazz", action="create"),
+            AIMessage(content="ok")])
+        agent = langmem_agent.build_agent(model, store)
+        assert langmem_agent.chat(agent, "cy", "remember: I like jazz") == "ok"
+        found = mem.call_tool("memory_list_keys", {}, namespace="langgraph/memories/cy")
+        (key,) = found["keys"]
+        record = mem.retrieve(key, namespace="langgraph/memories/cy")
+        assert record.value == {"content": "likes jazz"}
+        assert isinstance(record.metadata["langgraph"]["vec"], bytes)   # embedded on put
+        (hit,) = store.search(("memories", "cy"), query="jazz")
+        assert hit.score == pytest.approx(1.0)

@@ -323,12 +323,20 @@ def test_a_refresh_never_overwrites_a_concurrent_write(manager):
     assert original("k", namespace="langgraph/c").value == {"v": 2}
 
 
-def test_query_is_a_substring_match_on_a_key_value_source(manager):
+def test_query_without_an_index_is_ignored_unless_substring_is_opted_in(manager, clock):
+    # LangGraph's stores ignore `query` when they have no index (PostgresStore's
+    # test_store_ttl searches {"foo": "bar"} with query="foo" and expects the item).
     store = MemclusterStore(manager)
     store.put(("d",), "1", {"text": "The cat sat on the mat"})
+    clock.advance(1)
     store.put(("d",), "2", {"text": "Dogs bark"})
     found = store.search(("d",), query="CAT")
+    assert [i.key for i in found] == ["2", "1"]           # newest first, no score
+    assert all(i.score is None for i in found)
+    substring = MemclusterStore(manager, substring_query=True)
+    found = substring.search(("d",), query="CAT")
     assert [i.key for i in found] == ["1"] and found[0].score is None
+    assert [i.key for i in substring.search(("d",), query="")] == ["2", "1"]  # "" = none
 
 
 def test_semantic_search_on_a_vector_source(clock):

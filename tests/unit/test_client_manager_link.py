@@ -13,7 +13,8 @@ import ray
 from ray import exceptions as rex
 
 from memcluster.cluster.data.client import ClientDirectory
-from memcluster.cluster.data.handle import LocalShard
+from memcluster.cluster.data.local import local_shards
+from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.ring import Ring
 from memcluster.cluster.data.router import Router
 from memcluster.cluster.data.shard import ShardCore
@@ -83,7 +84,7 @@ class _Directory(ClientDirectory):
 
     def link(self, sid: str) -> Any:
         self.calls += 1
-        return LocalShard(self.cores[sid])
+        return local_shards(list(self.cores.values()))[sid]
 
 
 def test_stale_ring_while_the_manager_restarts_is_retried_then_succeeds(monkeypatch):
@@ -116,7 +117,7 @@ def test_stale_ring_while_the_manager_restarts_is_retried_then_succeeds(monkeypa
     router = Router(directory, retry=Retry(deadline=5.0, delay=0.001, max_delay=0.01,
                                           retry_on=(TransientError, ShardDied)))
     for core in cores.values():            # the cluster moved on to ring 2
-        core.set_ring(1, 2)
+        core.set_placement(1, Placement("c", Ring(2, ids), 2, 2))
 
     (record,) = router.execute("c", [StoreOp.make("k", {"v": 1})])
     assert isinstance(record, Record) and record.version == 1
@@ -145,7 +146,7 @@ def test_a_manager_down_past_the_deadline_fails_with_our_transient_error(monkeyp
     ClientDirectory.__init__(directory, "agents", ManagerHandle(_Actor(), "agents"))
     router = Router(directory, retry=Retry(deadline=0.05, delay=0.001, max_delay=0.005,
                                           retry_on=(TransientError, ShardDied)))
-    cores["c/0"].set_ring(1, 2)
+    cores["c/0"].set_placement(1, Placement("c", Ring(2, ids), 1, 1))
     (result,) = router.execute("c", [StoreOp.make("k", 1)])
     assert isinstance(result, SourceUnavailable) and isinstance(result, MemclusterError)
 

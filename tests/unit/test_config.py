@@ -160,3 +160,38 @@ def test_memory_source_validates_like_the_file():
         memory_source("c", "memory", replicas=0)
     with pytest.raises(ConfigError, match=r"write_quorum: must be <= replicas"):
         memory_source("c", "memory", shards=2, replicas=1, write_quorum=2)
+
+
+class _LockedEmbedder:
+    """An embedder object that holds a lock (as a model wrapper does): not deep-copyable."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.calls = 0
+
+    def embed(self, texts):
+        with self.lock:
+            self.calls += 1
+        return [[float(len(t)), 1.0] for t in texts]
+
+
+def test_callables_in_opts_are_kept_not_deep_copied():
+    import memcluster as mc
+
+    model = _LockedEmbedder()
+    opts = {"embedder": model.embed, "nested": {"hooks": [model.embed]}}
+    spec = memory_source("vectors", "vector", opts=opts)
+    assert spec.opts["embedder"].__self__ is model          # the same bound method's object
+    assert spec.opts["nested"]["hooks"][0].__self__ is model
+    opts["nested"]["hooks"].append("later")                 # the caller's containers are copied
+    assert spec.opts["nested"]["hooks"] == [model.embed]
+    loaded = load_config({"sources": [{"name": "v", "backend": "vector",
+                                       "opts": {"embedder": model.embed}}]})
+    assert loaded.sources[0].opts["embedder"].__self__ is model
+    with mc.MemoryManager([memory_source("v", "vector", default=True,
+                                         opts={"embedder": model.embed})]) as mem:
+        mem.store("k", {"text": "hello"})
+        assert [r.key for r in mem.search("hello")] == ["k"]
+    assert model.calls >= 2                                  # the user's own object embedded

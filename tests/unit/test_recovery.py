@@ -8,7 +8,7 @@ import pytest
 
 from memcluster.cluster.control.hydration import Hydration
 from memcluster.cluster.control.ring_switch import RingResolution, resolve_ring_switch
-from memcluster.cluster.data.handle import Done, LocalShard
+from memcluster.cluster.data.local import Done, LocalShard
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.repair import newest, repair_plan
 from memcluster.cluster.data.ring import Ring
@@ -139,7 +139,8 @@ def test_update_whose_reply_is_lost_reports_unknown_outcome_and_is_not_reapplied
     out = router.execute("c", [UpdateOp.make("n", lambda v: v + 1)])[0]
     assert isinstance(out, UnknownOutcome)
     values = [core.backend.retrieve(RetrieveOp("n")) for core in topo.cores.values()]
-    assert sorted(r.value for r in values if r is not None) == [1, 2]  # applied once only
+    # the primary replicated, then applied it: both copies hold it, applied once only
+    assert sorted((r.value, r.version) for r in values if r is not None) == [(2, 2), (2, 2)]
 
 
 def test_store_retried_after_a_lost_reply_is_applied_once():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from memcluster.cluster.data.handle import Done, LocalShard
+from memcluster.cluster.data.local import Done, LocalShard
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.ring import Ring
 from memcluster.cluster.data.router import Router
@@ -31,32 +31,46 @@ from memcluster.ops import (
 
 
 class FakeDirectory:
-    """Shards in-process; `kill`/`block` make a shard dead or unavailable; counts calls."""
+    """Shards in-process; `dead`/`blocked`/`frozen` make a shard dead, refusing or silent
+    (for the router and for primaries replicating alike); counts calls."""
 
     def __init__(self, shards: int, replicas: int, quorum: int) -> None:
         ids = [f"c/{i}" for i in range(shards)]
-        self.cores = {sid: ShardCore("memory", {}, prefix=f"t/{sid}", shard_id=sid)
-                      for sid in ids}
+        self.place = Placement("c", Ring(1, ids), replicas, quorum)
+        self.cores = {sid: ShardCore("memory", {}, prefix=f"t/{sid}", shard_id=sid,
+                                     placement=self.place) for sid in ids}
         for core in self.cores.values():
             core.open()
-        self.place = Placement("c", Ring(1, ids), replicas, quorum)
+            core.peers = self
         self.dead: set[str] = set()
         self.blocked: set[str] = set()
         self.frozen: set[str] = set()  # the call is sent, its answer never comes
         self.calls: list[tuple[str, int]] = []
         self.forgotten: list[str] = []
         self.refreshes = 0
+        self._links: dict[str, object] = {}
 
     def placement(self, source: str) -> Placement:
         return self.place
 
     def link(self, sid: str):  # type: ignore[no-untyped-def]
+        if sid not in self._links:   # one link per shard, like a client's handle cache
+            self._links[sid] = self._make_link(sid)
+        return self._links[sid]
+
+    def _make_link(self, sid: str):  # type: ignore[no-untyped-def]
         topo = self
 
         class _Link:
             shard_id = sid
 
             def submit(self, version, ops):  # type: ignore[no-untyped-def]
+                return self._call("submit", version, ops)
+
+            def replicate(self, version, ops, sender=None):  # type: ignore[no-untyped-def]
+                return self._call("replicate", version, ops)
+
+            def _call(self, how, version, ops):  # type: ignore[no-untyped-def]
                 topo.calls.append((sid, len(ops)))
                 if sid in topo.dead:
                     return Done(error=ShardDied(sid))
@@ -64,7 +78,7 @@ class FakeDirectory:
                     return Done(error=ShardUnavailable(sid))
                 if sid in topo.frozen:
                     return _Frozen(sid)
-                return LocalShard(topo.cores[sid]).submit(version, ops)
+                return getattr(LocalShard(topo.cores[sid]), how)(version, ops)
 
         return _Link()
 
@@ -108,10 +122,11 @@ def test_write_lands_on_exactly_n_shards_of_the_preference_list():
     assert got.value == 7
 
 
-def test_batches_make_one_call_per_shard_per_phase():
+def test_batches_make_one_call_per_shard_and_one_per_replica():
     topo = FakeDirectory(4, 2, 2)
     Router(topo, retry=FAST).execute("c", [store(f"k{i}", i) for i in range(200)])
-    assert len(topo.calls) <= 8  # 4 primary calls + at most 4 replicate calls
+    # 4 primary calls from the router, then each primary one call per replica it feeds
+    assert len(topo.calls) <= 4 + 4 * 3
     assert sum(n for _, n in topo.calls) == 400
 
 
@@ -267,9 +282,9 @@ def test_scatter_reads_tolerate_n_minus_one_dead_shards():
 def test_stale_ring_refreshes_and_retries():
     topo = FakeDirectory(2, 1, 1)
     router = Router(topo, retry=FAST)
-    for core in topo.cores.values():
-        core.set_ring(0, 2)
     newer = Placement("c", Ring(2, topo.place.ring.shard_ids), 1, 1)
+    for core in topo.cores.values():
+        core.set_placement(0, newer)
 
     def refresh(source, error):  # type: ignore[no-untyped-def]
         topo.refreshes += 1

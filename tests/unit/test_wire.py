@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from memcluster.cluster.data import wire
+from memcluster.cluster.data.handle import ShardActor
 from memcluster.cluster.data.shard import ShardCore
 from memcluster.errors import StaleRing, VersionConflict
 from memcluster.model import Query, Record
@@ -38,8 +39,9 @@ def test_batches_with_other_kinds_are_not_encoded():
 
 
 def test_results_round_trip_with_records_errors_and_bools():
-    core = ShardCore("memory", {"cleanup_interval": 0}, prefix="wire", shard_id="s/0")
-    core.open()
+    core = ShardActor("memory", {"cleanup_interval": 0}, prefix="wire", shard_id="s/0",
+                      cluster="t")     # the actor class, run in-process (no Ray needed)
+    ShardCore.open(core)
     ops = [StoreOp.make("k", VALUE, metadata={"tags": ["a"]}, ttl=60),
            StoreOp.make("k", 1, if_version=5), RetrieveOp.make("k"), RetrieveOp.make("zz"),
            ExistsOp.make("k"), DeleteOp.make("zz")]

@@ -9,18 +9,26 @@ Names, labels, addresses and the hardened pieces every pod template shares.
 {{/*
 The full name prefix of every object. Kept to 40 characters: KubeRay derives pod and
 service names from the RayCluster name (<name>-head-svc, <name>-<group>-worker-<hash>).
+It is a DNS-1035 label, as Service and RayCluster names must be: dots become dashes, and a
+name that does not start with a letter (a release called "1st") gets the prefix "mc-".
 */}}
 {{- define "memcluster.fullname" -}}
+{{- $full := "" }}
 {{- if .Values.fullnameOverride }}
-{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- $full = .Values.fullnameOverride }}
 {{- else }}
 {{- $name := default .Chart.Name .Values.nameOverride }}
 {{- if contains $name .Release.Name }}
-{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- $full = .Release.Name }}
 {{- else }}
-{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- $full = printf "%s-%s" .Release.Name $name }}
 {{- end }}
 {{- end }}
+{{- $full = $full | lower | replace "." "-" }}
+{{- if not (regexMatch "^[a-z]" $full) }}
+{{- $full = printf "mc-%s" $full }}
+{{- end }}
+{{- $full | trunc 40 | trimSuffix "-" }}
 {{- end }}
 
 {{- define "memcluster.chart" -}}
@@ -137,18 +145,28 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{/*
-The redis_url memcluster gets: the password is a ${REDIS_PASSWORD} reference that each
-process resolves from its environment (injected from the Secret), never a literal.
+The Redis database memcluster uses: 1 on the chart's own Redis (Ray's GCS has database 0
+to itself), else the one in externalRedis.url (default 0).
+*/}}
+{{- define "memcluster.redisDb" -}}
+{{- if .Values.redis.enabled }}1{{ else }}
+{{- $path := trimPrefix "/" (urlParse .Values.externalRedis.url).path }}
+{{- default "0" $path }}
+{{- end }}
+{{- end }}
+
+{{/*
+The redis_url memcluster gets: the password is a ${MEMCLUSTER_REDIS_PASSWORD} reference
+that each process resolves from its environment (injected from the Secret), never a
+literal. The name keeps clear of REDIS_PASSWORD, which KubeRay reserves on the head for
+GCS fault tolerance.
 */}}
 {{- define "memcluster.redisUrl" -}}
-{{- $db := "/0" }}
 {{- $user := "" }}
 {{- if not .Values.redis.enabled }}
-{{- $path := (urlParse .Values.externalRedis.url).path }}
-{{- if and $path (ne $path "/") }}{{ $db = $path }}{{ end }}
 {{- $user = .Values.externalRedis.username }}
 {{- end }}
-{{- printf "%s://%s:${REDIS_PASSWORD}@%s%s" (include "memcluster.redisScheme" .) $user (include "memcluster.redisHostPort" .) $db }}
+{{- printf "%s://%s:${MEMCLUSTER_REDIS_PASSWORD}@%s/%s" (include "memcluster.redisScheme" .) $user (include "memcluster.redisHostPort" .) (include "memcluster.redisDb" .) }}
 {{- end }}
 
 {{/* ------------------------------------------------- security and pods ---- */}}
@@ -168,84 +186,30 @@ so values can never weaken them. Call with the values' securityContext dict.
 {{- toYaml (mustMergeOverwrite (deepCopy (default (dict) .)) $hardened) }}
 {{- end }}
 
-{{/* Where the install init container puts memcluster. */}}
-{{- define "memcluster.installDir" -}}/opt/memcluster{{- end }}
-
-{{/* The `memcluster` command: from the install dir, or the image's PATH. */}}
-{{- define "memcluster.command" -}}
-{{- if .Values.install.enabled }}{{ include "memcluster.installDir" . }}/bin/memcluster{{ else }}memcluster{{ end }}
-{{- end }}
-
-{{/* The init container that pip-installs memcluster into the shared emptyDir. */}}
-{{- define "memcluster.installInitContainer" -}}
-{{- if .Values.install.enabled -}}
-- name: install-memcluster
-  image: {{ include "memcluster.image" . }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command:
-    - python
-    - -m
-    - pip
-    - install
-    - --no-cache-dir
-    - --no-deps
-    - --disable-pip-version-check
-    - --no-input
-    - --target
-    - {{ include "memcluster.installDir" . }}
-    {{- range .Values.install.extraPipArgs }}
-    - {{ . | quote }}
-    {{- end }}
-    {{- range .Values.install.packages }}
-    - {{ . | quote }}
-    {{- end }}
-  env:
-    - name: HOME
-      value: /tmp
-  resources:
-    {{- toYaml .Values.install.resources | nindent 4 }}
-  securityContext:
-    {{- include "memcluster.containerSecurityContext" (dict "readOnlyRootFilesystem" true) | nindent 4 }}
-  volumeMounts:
-    - name: memcluster-install
-      mountPath: {{ include "memcluster.installDir" . }}
-    - name: tmp
-      mountPath: /tmp
-{{- end }}
-{{- end }}
-
 {{/*
-Environment of every memcluster process: the Redis password (for ${REDIS_PASSWORD} in
-redis_url), the cluster name, the install dir on PYTHONPATH, and extraEnv.
+Environment of every memcluster process: the Redis password (for the reference in
+redis_url), the cluster name, and extraEnv.
 */}}
 {{- define "memcluster.env" -}}
-- name: REDIS_PASSWORD
+- name: MEMCLUSTER_REDIS_PASSWORD
   valueFrom:
     secretKeyRef:
       name: {{ include "memcluster.redisSecretName" . }}
       key: {{ include "memcluster.redisSecretKey" . }}
 - name: MEMCLUSTER_CLUSTER
   value: {{ include "memcluster.clusterName" . | quote }}
-{{- if .Values.install.enabled }}
-- name: PYTHONPATH
-  value: {{ include "memcluster.installDir" . }}
-{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
 
-{{/* Volumes for the install dir and /tmp, shared by the Ray pods and the Job. */}}
+{{/* The memcluster config (and /tmp), mounted by the Ray pods and the watch pod. */}}
 {{- define "memcluster.commonVolumes" -}}
 - name: config
   configMap:
     name: {{ include "memcluster.fullname" . }}-config
 - name: tmp
   emptyDir: {}
-{{- if .Values.install.enabled }}
-- name: memcluster-install
-  emptyDir: {}
-{{- end }}
 {{- end }}
 
 {{- define "memcluster.commonVolumeMounts" -}}
@@ -254,17 +218,35 @@ redis_url), the cluster name, the install dir on PYTHONPATH, and extraEnv.
   readOnly: true
 - name: tmp
   mountPath: /tmp
-{{- if .Values.install.enabled }}
-- name: memcluster-install
-  mountPath: {{ include "memcluster.installDir" . }}
-  readOnly: true
 {{- end }}
+
+{{/*
+Bytes in a Kubernetes memory quantity (512Mi, 1G, 1000) or, with "redis" true, a Redis
+memory size (640mb, 1g, 100kb: Redis' k/m/g are powers of 1000, kb/mb/gb of 1024).
+Call with (dict "value" "1Gi" "redis" false); prints an integer.
+*/}}
+{{- define "memcluster.bytes" -}}
+{{- $s := toString .value }}
+{{- $units := dict "" 1.0 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 }}
+{{- if .redis }}
+{{- $units = dict "" 1.0 "k" 1e3 "m" 1e6 "g" 1e9 "kb" 1024.0 "mb" 1048576.0 "gb" 1073741824.0 }}
+{{- $s = lower $s }}
+{{- end }}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $s }}
+{{- $unit := trimPrefix $number $s }}
+{{- if or (not $number) (not (hasKey $units $unit)) }}
+{{- fail (printf "cannot read the memory size %q" $s) }}
+{{- end }}
+{{- mulf (float64 $number) (get $units $unit) | int64 }}
 {{- end }}
 
 {{/* ---------------------------------------------------------- checks ------ */}}
 
 {{/*
 Cross-field checks that values.schema.json cannot express; each fails with the field.
+Some mirror rules KubeRay's controller enforces (ray-operator/controllers/ray/utils/
+validation.go, v1.6.0), so a bad value fails at render instead of as an
+InvalidRayClusterSpec event with no pods.
 */}}
 {{- define "memcluster.validate" -}}
 {{- if not .Values.redis.enabled }}
@@ -274,15 +256,45 @@ Cross-field checks that values.schema.json cannot express; each fails with the f
 {{- if not .Values.externalRedis.existingSecret }}
 {{- fail "externalRedis.existingSecret: required when redis.enabled is false (a Secret with the Redis password)" }}
 {{- end }}
+{{- else }}
+{{- $maxmemory := include "memcluster.bytes" (dict "value" .Values.redis.maxmemory "redis" true) | int64 }}
+{{- $limit := include "memcluster.bytes" (dict "value" .Values.redis.resources.limits.memory "redis" false) | int64 }}
+{{- if gt (mul $maxmemory 10) (mul $limit 9) }}
+{{- fail (printf "redis.maxmemory: %s is more than 90%% of redis.resources.limits.memory (%s); Redis needs room outside maxmemory, or the kernel kills it instead of Redis refusing writes" .Values.redis.maxmemory .Values.redis.resources.limits.memory) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.ray.auth.enabled (not (semverCompare ">=2.52.0-0" .Values.ray.version)) }}
+{{- fail (printf "ray.version: token authentication (ray.auth.enabled) needs Ray >= 2.52.0, got %s" .Values.ray.version) }}
 {{- end }}
 {{- $groups := dict }}
+{{- $offered := dict }}
+{{- $labelled := dict }}
 {{- range $i, $g := .Values.ray.workerGroups }}
 {{- if hasKey $groups $g.name }}
 {{- fail (printf "ray.workerGroups[%d].name: %q is used twice" $i $g.name) }}
 {{- end }}
 {{- $_ := set $groups $g.name true }}
+{{- if gt (int $g.minReplicas) (int $g.maxReplicas) }}
+{{- fail (printf "ray.workerGroups[%d].minReplicas: must be <= maxReplicas" $i) }}
+{{- end }}
 {{- if or (lt (int $g.replicas) (int $g.minReplicas)) (gt (int $g.replicas) (int $g.maxReplicas)) }}
 {{- fail (printf "ray.workerGroups[%d].replicas: must be between minReplicas and maxReplicas" $i) }}
+{{- end }}
+{{- range $resource, $_ := ($g.rayResources | default dict) }}
+{{- $_ := set $offered $resource true }}
+{{- end }}
+{{- range $label, $_ := ($g.rayLabels | default dict) }}
+{{- $_ := set $labelled $label true }}
+{{- end }}
+{{- end }}
+{{- with .Values.memcluster.placement }}
+{{- range $resource, $_ := (.resources | default dict) }}
+{{- if not (hasKey $offered $resource) }}
+{{- fail (printf "memcluster.placement.resources: no worker group offers %q; add it to a group's rayResources, or no node may host shards" $resource) }}
+{{- end }}
+{{- end }}
+{{- if and (ne .domain "node") (not (hasPrefix "ray.io/" .domain)) (not (hasKey $labelled .domain)) }}
+{{- fail (printf "memcluster.placement.domain: no worker group sets the Ray node label %q (ray.workerGroups[].rayLabels)" .domain) }}
 {{- end }}
 {{- end }}
 {{- $sources := dict }}
@@ -307,5 +319,8 @@ Cross-field checks that values.schema.json cannot express; each fails with the f
 {{- end }}
 {{- if gt $defaults 1 }}
 {{- fail "memcluster.sources: at most one source may be the default" }}
+{{- end }}
+{{- if and (or .Values.metrics.serviceMonitor.enabled .Values.metrics.podMonitor.enabled) (not .Values.metrics.enabled) }}
+{{- fail "metrics.enabled: the ServiceMonitor and PodMonitor scrape what metrics.enabled serves; turn it on" }}
 {{- end }}
 {{- end }}

@@ -28,6 +28,7 @@ class Hydration:
     incarnation: str
     sources: tuple[str, ...]
     clock: Callable[[], float] = field(default=time.time, repr=False)
+    ring_version: int = 0          # the ring the copy follows (a switch starts it over)
     state: HydrationState = "recovering"
     done: set[str] = field(default_factory=set)
     copied: int = 0

@@ -33,6 +33,7 @@ class Layout:
     spec: SourceSpec
     placement: Placement
     durable: bool
+    node_local: bool = False
 
     def describe(self) -> dict[str, Any]:
         cls = resolve_backend(self.spec.backend)
@@ -46,8 +47,9 @@ class Layout:
 
 
 def layout_for(spec: SourceSpec, ring: Ring) -> Layout:
-    """N and W from the spec, defaulting by durability (N=1 durable, else 2, W=N)."""
-    durable = resolve_backend(spec.backend).capabilities.durable
+    """N, W and R from the spec, defaulting by durability (N=1 durable, else 2; W=N; R=1)."""
+    cls = resolve_backend(spec.backend)
+    durable = cls.capabilities.durable
     n = spec.replicas if spec.replicas is not None else min(1 if durable else 2, len(ring))
     if n > len(ring):
         raise ConfigError(f"sources[{spec.name}].replicas: {n} replicas need at least "
@@ -55,7 +57,11 @@ def layout_for(spec: SourceSpec, ring: Ring) -> Layout:
     w = spec.write_quorum if spec.write_quorum is not None else n
     if w > n:
         raise ConfigError(f"sources[{spec.name}].write_quorum: must be <= replicas ({n})")
-    return Layout(spec, Placement(spec.name, ring, n, w), durable)
+    r = spec.read_quorum or 1
+    if r > n:
+        raise ConfigError(f"sources[{spec.name}].read_quorum: must be <= replicas ({n})")
+    return Layout(spec, Placement(spec.name, ring, n, w, r), durable,
+                  cls.node_local(spec.opts))
 
 
 __all__ = ["Layout", "layout_for"]

@@ -1,55 +1,68 @@
 """The manager actor: leads a cluster, owns its layouts, and answers the cluster's callers.
 
-Core types: `ClusterManager` (the logic, a plain class) and `manager_actor_class()` (the same
-class made a detached Ray actor, named `<cluster>/manager`, `max_restarts=-1`, in one
-place). On start the manager campaigns for the cluster's lease in Redis (the fencing
-epoch it gets is carried by every control call, and shards refuse older epochs, so two
-managers never both act), loads the spec and the rings from Redis (or stores the ones it
-was given), finishes any rebalance its predecessor was interrupted in, then starts the
-supervision tree, which re-attaches to live shards by name and creates missing ones. A
-daemon thread renews the lease; another calls `check_shards()` each tick.
+Core types: `ClusterManager` (the logic, a plain class) and `manager_actor_class()` (the
+same class made a detached Ray actor, named `<cluster>/manager`, `max_restarts=-1`, in one
+place). On start the manager campaigns for the cluster's lease in Redis with the
+`election.campaign` recipe (the fencing epoch it gets is carried by every control call, and
+shards refuse older epochs, so two managers never both act); once elected it loads the
+spec and the rings from Redis (or stores the ones it was given), finishes any ring switch
+its predecessor was interrupted in, then starts the supervision tree, which re-attaches to
+live shards by name and creates missing ones on nodes it chooses. Then it health-checks
+every shard each tick (and, with `placement.auto_rebalance`, spreads sources onto new
+failure domains).
 
 The manager is the owner and the front door; each concern lives in its own module:
   * `layout` — `Layout`/`layout_for`: a source's spec and placement, a frozen value.
-  * `shard_tree` — `ShardTree`: the OTP tree over the shards (attach, spawn, hydrate,
-    health checks, restarts).
-  * `rebalance` — `Rebalancer`: `scale` and the recovery of an interrupted scale;
-    `inject_fault(point)` crashes the manager at a named step of it, for the tests.
-  * `handoff` — the export/accept page loops that rebalance and hydration share.
+  * `shard_tree` — `ShardTree`: the OTP tree over the shards (attach, spawn on a node,
+    hydrate, health checks, restarts, moves).
+  * `rebalance` — `Rebalancer`: scale, spread over more failure domains, and the recovery
+    of an interrupted switch; `inject_fault(point)` crashes the manager at a named step.
+  * `assignment` — which node hosts each shard, and the failure-domain report.
+  * `runtime` — the seam: Ray actors and nodes (`ActorRuntime`), clock and threads
+    (`Scheduler`); the simulator (`tests/sim`) passes its own, and a coordinator factory.
 The collaborators get the manager itself through a narrow Protocol (`TreeHost`,
-`RebalanceHost`) that states what they read and write. The rejected alternative, mixins
-that each add methods to `ClusterManager`, keeps one object with every field of every
-concern and no statement of which concern touches what.
+`RebalanceHost`) that states what they read and write.
 
 Data operations sent to the manager (`execute`) run through the same `Router` as smart
 clients use; it is the slow path (two hops) for callers that cannot hold shard handles.
+Every public method raises only memcluster's typed errors.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
-import threading
-import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from memcluster import logs
 from memcluster.cluster import names
+from memcluster.cluster.control import report
+from memcluster.cluster.control.assignment import target_domain_count
 from memcluster.cluster.control.layout import Layout, layout_for
 from memcluster.cluster.control.rebalance import FAULT_POINTS, InjectedCrash, Rebalancer
+from memcluster.cluster.control.runtime import (
+    ActorRuntime,
+    RayRuntime,
+    Scheduler,
+    ThreadScheduler,
+)
 from memcluster.cluster.control.shard_tree import ShardTree
-from memcluster.cluster.data.handle import Done
+from memcluster.cluster.data.local import MissingShard
 from memcluster.cluster.data.placement import Placement
-from memcluster.cluster.data.ring import Ring
+from memcluster.cluster.data.ring import Ring, spread_domains
 from memcluster.cluster.data.router import Router
+from memcluster.config import DEFAULT_HEALTH, DEFAULT_METRICS_PORT, PlacementPolicy, load_config
 from memcluster.errors import (
     ConfigError,
     FencedOut,
+    InternalError,
     MemclusterError,
     NotFound,
-    ShardUnavailable,
+    ShardRecovering,
     SourceUnavailable,
     Timeout,
     UnknownSource,
@@ -59,6 +72,27 @@ from memcluster.model import Record
 from memcluster.ops import Op
 
 log = get_logger("cluster.manager")
+
+CoordinatorFactory = Callable[[float | None], Any]
+
+
+def _typed(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Let only memcluster's typed errors out of a public manager method (a bug becomes
+    `InternalError` with its type and first line, logged with its traceback)."""
+    @functools.wraps(method)
+    def wrapper(self: ClusterManager, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except MemclusterError:
+            raise
+        except InjectedCrash:
+            raise
+        except Exception as exc:
+            log.exception("manager.%s failed", method.__name__)
+            first = (str(exc).splitlines() or [""])[0]
+            raise InternalError(f"the manager failed in {method.__name__}: "
+                                f"{type(exc).__name__}: {first}") from exc
+    return wrapper
 
 
 def _tree_field(name: str) -> Any:
@@ -85,9 +119,10 @@ class ClusterManager:
                  lease_ttl_ms: int | None = None, tick: float | None = None,
                  autostart: bool = True, exit_on_lost_lease: bool = False,
                  root_supervision: Mapping[str, Any] | None = None,
-                 env: Mapping[str, str] | None = None) -> None:
-        from memcluster.config import DEFAULT_HEALTH
-
+                 env: Mapping[str, str] | None = None,
+                 runtime: ActorRuntime | None = None, sched: Scheduler | None = None,
+                 coordinator: CoordinatorFactory | None = None,
+                 heartbeats: bool = True) -> None:
         self.cluster = names.check_cluster_name(cluster)
         self.namespace = names.ray_namespace(cluster)
         self.redis_url = redis_url
@@ -102,35 +137,56 @@ class ClusterManager:
         # In the Ray actor: a lost lease or a root supervisor giving up exits the process,
         # Ray restarts the actor and it recovers from Redis.
         self.exit_on_lost_lease = exit_on_lost_lease
+        self.sched: Scheduler = sched or ThreadScheduler()
+        self.runtime: ActorRuntime = runtime or RayRuntime(
+            cluster, call_timeout=float(self.health["call_timeout"]))
+        self._coordinator = coordinator or self._redis_coordinator
+        self._heartbeats = heartbeats
+        self.policy = PlacementPolicy()
         self.holder = f"manager-{uuid.uuid4().hex[:8]}"
         self.layouts: dict[str, Layout] = {}
         self.raw_spec: dict[str, Any] = {}
+        self.default_source: str | None = None
         self._metrics_server: Any = None
         self._report_cache: tuple[float, dict[str, Any]] = (0.0, {})
+        self._domain_warnings: dict[str, tuple[str, ...]] = {}
+        self.garbage: set[str] = set()   # sources whose garbage collection must finish
         self.epoch: int | None = None
         self.error: BaseException | None = None
-        self._ready = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.RLock()   # layout changes: scale, restarts, shutdown
+        self._ready = self.sched.event()
+        self._stop = self.sched.event()
+        self._lock = self.sched.lock()   # layout changes: scale, restarts, shutdown
         self.coord: Any = None           # the Coordinator, connected by the campaign
+        self._membership: Any = None
         self._lease: Any = None
-        self._thread: threading.Thread | None = None
-        self._faults: set[str] = set()                # test hooks: see inject_fault()
+        self._faults: set[str] = set()   # test hooks: see inject_fault()
         self.tree = ShardTree(self, lock=self._lock, stop=self._stop,
                               root_supervision=root_supervision)
         self.rebalancer = Rebalancer(self, self.tree, self._crash_point)
-        self.router = Router(ManagerDirectory(self))
+        self.router = Router(_ManagerDirectory(self))
         if autostart:
             self.start()
+
+    def _redis_coordinator(self, timeout: float | None) -> Any:
+        """A Coordinator on the cluster's Redis (`timeout`: socket timeouts, for checks
+        that must not hang on a frozen Redis)."""
+        from memcluster.cluster.coord.coordinator import Coordinator
+
+        if timeout is None:
+            return Coordinator(self.redis_url, self.cluster)
+        import redis as redis_py
+
+        client = redis_py.Redis.from_url(self.redis_url, socket_timeout=timeout,
+                                         socket_connect_timeout=timeout)
+        return Coordinator(client, self.cluster)
 
     # ---- start, leadership, the loop ---------------------------------------------------
 
     def start(self) -> None:
-        """Campaign for the lease on a daemon thread, then manage (returns at once)."""
-        self._thread = threading.Thread(target=self._run, name="memcluster-manager",
-                                        daemon=True)
-        self._thread.start()
+        """Campaign for the lease on a thread of its own, then manage (returns at once)."""
+        self.sched.start(self._campaign, "memcluster-manager")
 
+    @_typed
     def ready(self, timeout: float | None = 60.0) -> dict[str, Any]:
         """Wait until this manager leads and its shards are up; its status, or the error."""
         if not self._ready.wait(timeout):
@@ -144,57 +200,56 @@ class ClusterManager:
     def leading(self) -> bool:
         return self._lease is not None and self._lease.held and self._ready.is_set()
 
-    def _run(self) -> None:
-        from memcluster.cluster.coord.coordinator import Coordinator
+    def _campaign(self) -> None:
+        """Stand by until the lease is won (`election.campaign`), renew it while leading;
+        leading itself runs on another thread so slow work never starves renewals."""
+        from memcluster.cluster.coord.election import campaign
 
         os.environ.update(self.env)
         if self.exit_on_lost_lease:  # in its own actor process: JSON/level from env, redacted
             logs.configure(os.environ.get("MEMCLUSTER_LOG_LEVEL", "INFO"))
         try:
-            self.coord = Coordinator(self.redis_url, self.cluster)
-            lease = self.coord.lease(self.holder, ttl_ms=self.lease_ttl_ms)
-            while not self._stop.is_set():
-                try:
-                    if lease.acquire():
-                        break
-                except SourceUnavailable:
-                    pass
-                self._stop.wait(0.1)
-            if self._stop.is_set():
-                return
-            self._lease = lease
-            self.epoch = lease.epoch
-            event(log, "manager.elected", cluster=self.cluster, epoch=self.epoch)
-            threading.Thread(target=self._renew_loop, name="memcluster-lease",
-                             daemon=True).start()
-            self._bootstrap()
+            self.coord = self._coordinator(None)
+            lease = self.coord.lease(self.holder, ttl_ms=self.lease_ttl_ms,
+                                     clock=self.sched.now)
+            campaign(lease, self._elected, self._stop, poll_interval=0.1,
+                     on_lost=lambda _lease: self._lost_lease())
         except BaseException as exc:  # reported by ready(); the thread must not die silently
+            self.error = exc
+            self._ready.set()
+
+    def _elected(self, lease: Any) -> None:
+        self._lease = lease
+        self.epoch = lease.epoch
+        event(log, "manager.elected", cluster=self.cluster, epoch=self.epoch)
+        self.sched.start(self._lead, "memcluster-manager-lead")
+
+    def _lead(self) -> None:
+        try:
+            self._bootstrap()
+        except BaseException as exc:  # reported by ready()
             self.error = exc
             self._ready.set()
             return
         self._start_metrics()
         self._ready.set()
+        ticks = 0
         while not self._stop.wait(self.tick):
+            ticks += 1
             try:
                 self.check_shards()
+                for source in sorted(self.garbage):
+                    with self._lock:
+                        self.rebalancer.collect_garbage(source)
+                if self.policy.auto_rebalance and ticks % 10 == 0:
+                    self._auto_rebalance()
             except FencedOut:
                 self._lost_lease()
                 return
+            except InjectedCrash:
+                return
             except Exception:  # keep supervising; the next tick tries again
                 log.exception("check_shards failed")
-
-    def _renew_loop(self) -> None:
-        """Renew the lease every ttl/3 on its own thread, so slow work never starves it."""
-        every = self.lease_ttl_ms / 3000.0
-        while not self._stop.wait(every):
-            try:
-                if not self._lease.renew():
-                    self._lost_lease()
-                    return
-            except SourceUnavailable:
-                if not self._lease.held:
-                    self._lost_lease()
-                    return
 
     def _lost_lease(self) -> None:
         event(log, "manager.lease_lost", level=logging.WARNING, cluster=self.cluster,
@@ -203,14 +258,21 @@ class ClusterManager:
         if self.exit_on_lost_lease:  # let Ray restart us; we campaign again from Redis
             os._exit(1)
 
+    def crash(self, reason: str) -> None:
+        """Stop managing for good (the actor exits; Ray restarts it and the new incarnation
+        recovers from Redis and re-attaches to the live shards)."""
+        event(log, "manager.crash", level=logging.ERROR, cluster=self.cluster, reason=reason)
+        self.error = SourceUnavailable(f"the manager of {self.cluster!r} crashed: {reason}")
+        self._stop.set()
+        if self.exit_on_lost_lease:
+            os._exit(1)
+
     def _fence(self) -> int:
         if not self.leading or self.epoch is None:
             raise FencedOut(f"manager {self.holder} of {self.cluster!r} does not hold the lease")
         return self.epoch
 
     def _bootstrap(self) -> None:
-        from memcluster.config import load_config
-
         coord = self.coord
         stored = coord.load_spec()
         spec = stored if stored is not None else self.given_spec
@@ -221,10 +283,14 @@ class ClusterManager:
             coord.save_spec(config.raw, self.epoch)
         self.raw_spec = config.raw
         self.health = dict(config.health)
+        self.policy = config.placement
+        nodes = self.runtime.nodes()
         for src in config.sources:
             found = coord.ring_store.load(src.name)
             if found is None:
-                ring = Ring(1, [names.shard_id(src.name, i) for i in range(src.shards)])
+                ids = [names.shard_id(src.name, i) for i in range(src.shards)]
+                domains = target_domain_count(nodes, self.policy, len(ids))
+                ring = Ring(1, ids, domains=spread_domains(ids, domains))
                 layout = layout_for(src, ring)
                 coord.ring_store.publish(src.name, 1, ring.to_dict(), expected=0,
                                          epoch=self.epoch)
@@ -240,6 +306,25 @@ class ClusterManager:
         root.start()   # attaches to live shards (no data moves), spawns missing ones
         for name in unclean:
             self.rebalancer.collect_garbage(name)
+
+    # ---- what the tree needs besides the layouts -----------------------------------------
+
+    def membership(self) -> Any:
+        """The membership to judge heartbeats by, on a fast-failing connection."""
+        if not self._heartbeats:
+            return None
+        if self._membership is None:
+            self._membership = self._coordinator(float(self.health["ping_timeout"])).membership
+        return self._membership
+
+    def heartbeat_for(self, sid: str) -> Callable[[dict[str, Any]], None] | None:
+        if not self._heartbeats:
+            return None
+        from memcluster.cluster.coord.coordinator import cluster_prefix
+        from memcluster.cluster.coord.membership import HeartbeatSender
+
+        ttl_ms = int(float(self.health["interval"]) * int(self.health["misses"]) * 1000)
+        return HeartbeatSender(self.redis_url, cluster_prefix(self.cluster), sid, ttl_ms)
 
     # ---- fault injection (tests) -------------------------------------------------------
 
@@ -272,16 +357,16 @@ class ClusterManager:
 
     def check_shards(self) -> list[str]:
         """Health-check every supervised shard; report the dead ones to their supervisor.
-
-        Dead means: `ShardDied` (ActorDiedError), `misses` consecutive pings unanswered
-        within `ping_timeout` (a frozen process), or its Redis heartbeat lapsed. The
-        source's supervisor decides what happens (restart per strategy, or give up).
-        -> the shard ids reported dead.
-        """
+        -> the shard ids reported dead."""
         if not self.leading or self.tree.root is None:
             return []
         return self.tree.check()
 
+    def ping(self) -> str:
+        """Liveness for `memcluster up --watch` (answers once this manager exists)."""
+        return self.holder
+
+    @_typed
     def restart_shard(self, sid: str) -> None:
         """Report `sid` crashed to its supervisor (which restarts it per its strategy)."""
         self._fence()
@@ -289,16 +374,19 @@ class ClusterManager:
 
     # ---- what callers ask --------------------------------------------------------------
 
+    @_typed
     def routing_table(self) -> dict[str, Any]:
         """What a client needs to route by itself: rings, N, W, shard actor names."""
         self.ready()
         return {"cluster": self.cluster, "namespace": self.namespace, "epoch": self.epoch,
                 "default": self.default_source,
                 "sources": {n: lay.describe() for n, lay in self.layouts.items()},
-                "shards": {sid: h.name for sid, h in self.handles.items()},
+                "shards": {sid: names.shard_actor_name(self.cluster, sid)
+                           for sid in self.handles},
                 "failed": dict(self.failed),
                 "call_timeout": float(self.health["call_timeout"])}
 
+    @_typed
     def execute(self, source: str, ops: list[Op]) -> list[Any]:
         """Route `ops` for a caller without shard handles (the two-hop path)."""
         self._available(source)
@@ -312,16 +400,20 @@ class ClusterManager:
             raise SourceUnavailable(f"source {source!r} is failed: {why}")
         return layout
 
+    @_typed
     def export(self, source: str, cursor: str | None, limit: int
                ) -> tuple[list[Record], str | None]:
-        """A page of every record of `source`, each once (from its first live holder)."""
+        """A page of every record of `source`, each once (from its primary)."""
         placement = self._available(source).placement
         ids = placement.ring.shard_ids
         index, _, inner = (cursor or "0:").partition(":")
         i = int(index)
         while i < len(ids):
             sid = ids[i]
-            records, nxt = self.handles[sid].control("export", inner or None, limit).result()
+            handle = self.handles.get(sid)
+            if handle is None:
+                raise ShardRecovering(f"shard {sid} is being replaced; retry the export")
+            records, nxt = handle.export(inner or None, limit).result()
             keep = [r for r in records if placement.preference(r.key, r.namespace)[0] == sid]
             if nxt is None:
                 i, inner = i + 1, ""
@@ -338,8 +430,10 @@ class ClusterManager:
             raise UnknownSource(f"unknown source {source!r}; configured: "
                                 f"{', '.join(self.layouts)}") from None
 
+    @_typed
     def status(self) -> dict[str, Any]:
-        """The cluster as this manager sees it: leadership, sources, shards, supervision."""
+        """The cluster as this manager sees it: leadership, sources, shards (with their
+        node and failure domain), placement warnings, supervision, Redis."""
         shards = self.tree.shard_status()
         return {"supervision": self.tree.supervision_status(), "failed": dict(self.failed),
                 "cluster": self.cluster, "leader": self.holder, "epoch": self.epoch,
@@ -347,8 +441,23 @@ class ClusterManager:
                 "sources": {n: {**lay.describe(),
                                 "restarts": self.restarts_by_source.get(n, 0)}
                             for n, lay in self.layouts.items()},
-                "shards": shards, "redis": self.redis_health(),
-                "metrics": self.metrics_address()}
+                "placement": self.placement_report(), "shards": shards,
+                "manager_node": self.runtime.here(),
+                "redis": self.redis_health(), "metrics": self.metrics_address()}
+
+    def placement_report(self) -> dict[str, Any]:
+        """Per source, whether its replicas sit in distinct failure domains
+        (`report.placement_report`); a new warning is logged once."""
+        out = report.placement_report(self.layouts, self.tree.nodes, self.runtime.nodes(),
+                                      self.policy)
+        for name, rep in out.items():
+            warnings = tuple(rep["warnings"])
+            if warnings and warnings != self._domain_warnings.get(name):
+                for text in warnings:
+                    event(log, "placement.warning", level=logging.WARNING, source=name,
+                          warning=text)
+            self._domain_warnings[name] = warnings
+        return out
 
     # ---- operations: Redis health and /metrics -----------------------------------------
 
@@ -374,7 +483,6 @@ class ClusterManager:
     def _start_metrics(self) -> None:
         """Serve /metrics on the spec's `metrics_port` (None: off); a taken port is logged,
         never fatal, because metrics must not stop the manager from supervising."""
-        from memcluster.config import DEFAULT_METRICS_PORT
         from memcluster.metrics import ClusterCollector, serve
 
         port = self.raw_spec.get("metrics_port", DEFAULT_METRICS_PORT)
@@ -388,49 +496,47 @@ class ClusterManager:
                   error=str(exc))
 
     def metrics_report(self, max_age: float = 2.0) -> dict[str, Any]:
-        """What `ClusterCollector` renders: every shard's stats, gathered at most every
+        """What `ClusterCollector` renders (`report.metrics_report`), gathered at most every
         `max_age` seconds (scrapes must not keep the shards' mailboxes busy)."""
         at, cached = self._report_cache
-        if cached and time.monotonic() - at < max_age:
+        if cached and self.sched.now() - at < max_age:
             return cached
-        from memcluster.metrics import OpStats
-
-        status = self.status()
-        sources: dict[str, Any] = {}
-        for name, lay in self.layouts.items():
-            shards = {}
-            failures = 0
-            for sid in lay.placement.ring.shard_ids:
-                st = status["shards"].get(sid) or {"error": "missing"}
-                if "error" in st:
-                    shards[sid] = {"state": "failed"}
-                    continue
-                shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes",
-                                                      "hydration", "ops")}
-                failures += OpStats.total(st.get("ops"), "replicate", failed=True)
-            sources[name] = {"ring_version": lay.placement.ring.version,
-                             "restarts": self.restarts_by_source.get(name, 0),
-                             "replication_failures": failures, "shards": shards}
-        report = {"epoch": self.epoch or 0, "sources": sources}
-        self._report_cache = (time.monotonic(), report)
-        return report
+        out = report.metrics_report(self.status(), self.layouts, self.restarts_by_source,
+                                    self.epoch or 0)
+        self._report_cache = (self.sched.now(), out)
+        return out
 
     # ---- rebalancing -------------------------------------------------------------------
 
+    @_typed
     def scale(self, source: str, shards: int) -> dict[str, Any]:
         """Change the number of shards of `source`, moving only the keys whose owners change
         (how: `memcluster.cluster.control.rebalance`)."""
-
         epoch = self._fence()
         with self._lock:
             moved = self.rebalancer.scale(self._available(source), shards, epoch)
             return self.status()["sources"][source] if moved is None else moved
 
+    @_typed
+    def rebalance(self) -> dict[str, Any]:
+        """Spread every source over the eligible failure domains (see
+        `Rebalancer.rebalance`). -> per source, what changed."""
+        epoch = self._fence()
+        with self._lock:
+            return self.rebalancer.rebalance(epoch, self._available)
+
+    def _auto_rebalance(self) -> None:
+        """Rebalance when the eligible failure domains outnumber a source's domains."""
+        if self.rebalancer.spread_needed():
+            event(log, "placement.auto_rebalance", cluster=self.cluster)
+            with contextlib.suppress(MemclusterError):
+                self.rebalance()
+
     # ---- teardown ----------------------------------------------------------------------
 
+    @_typed
     def shutdown(self, destroy: bool = True) -> dict[str, Any]:
         """Stop supervising, kill every shard and (with `destroy`) remove the Redis keys."""
-
         self._stop.set()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
@@ -443,11 +549,12 @@ class ClusterManager:
                 if destroy:
                     removed = self.coord.destroy()
                 elif self._lease is not None:
-                    self._lease.release()
+                    with contextlib.suppress(MemclusterError):
+                        self._lease.release()
             return {"shards_killed": killed, "redis_keys_removed": removed}
 
 
-class ManagerDirectory:
+class _ManagerDirectory:
     """The manager's own view for its router: its layouts and its shard handles."""
 
     def __init__(self, manager: ClusterManager) -> None:
@@ -459,7 +566,7 @@ class ManagerDirectory:
     def link(self, sid: str) -> Any:
         handle = self.manager.handles.get(sid)
         if handle is None:  # being replaced right now
-            return Done(error=ShardUnavailable(f"shard {sid} is being replaced"))
+            return MissingShard(sid)
         return handle
 
     def refresh(self, source: str, error: BaseException) -> None:
@@ -469,11 +576,13 @@ class ManagerDirectory:
         return None  # check_shards replaces dead shards
 
 
-def manager_actor_class() -> Any:
-    """`ClusterManager` as a Ray actor class: detached, restarted forever, concurrent calls."""
+def manager_actor_class(policy: PlacementPolicy | None = None) -> Any:
+    """`ClusterManager` as a Ray actor class: detached, restarted forever, concurrent
+    calls, kept on an eligible node by `policy` (by default: a node with CPUs)."""
     import ray
 
-    return ray.remote(num_cpus=0, max_restarts=-1, max_concurrency=32)(ClusterManager)
+    options = (policy or PlacementPolicy()).actor_options()
+    return ray.remote(max_restarts=-1, max_concurrency=32, **options)(ClusterManager)
 
 
 __all__ = ["ClusterManager", "InjectedCrash", "Layout", "layout_for", "manager_actor_class"]

@@ -226,7 +226,8 @@ class Supervisor:
                  clock: Callable[[], float] = time.monotonic, parent: Supervisor | None = None,
                  *, name: str = "root", terminator: Terminator | None = None,
                  on_event: Callable[[SupervisorEvent], None] | None = None,
-                 on_give_up: Callable[[Supervisor], None] | None = None) -> None:
+                 on_give_up: Callable[[Supervisor], None] | None = None,
+                 lock: Any = None, start_failures: str = "raise") -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}")
         if isinstance(intensity, bool) or not isinstance(intensity, int) or intensity < 0:
@@ -246,7 +247,10 @@ class Supervisor:
         self._restart_times: deque[float] = deque()
         self._events: deque[SupervisorEvent] = deque(maxlen=EVENT_LOG_SIZE)
         self._state: SupervisorState = "idle"
-        self._lock = threading.RLock()
+        if start_failures not in ("raise", "restart"):
+            raise ValueError("start_failures must be 'raise' or 'restart'")
+        self.start_failures = start_failures
+        self._lock = lock if lock is not None else threading.RLock()  # re-entrant
         for spec in children:
             self._add(spec)
 
@@ -294,23 +298,45 @@ class Supervisor:
     def start(self) -> Supervisor:
         """Start every child in order; returns self (so it can be a nested child's handle).
 
-        If a child fails to start, the ones already started are stopped in reverse order
-        and the child's exception propagates: a supervisor starts whole or not at all.
+        With `start_failures="raise"` (OTP's rule), if a child fails to start the ones
+        already started are stopped in reverse order and the child's exception propagates:
+        a supervisor starts whole or not at all. With "restart", a child that fails to
+        start counts as a crash of that child alone (restarted per strategy and intensity,
+        escalating if exceeded), and its siblings keep running: for children whose stop
+        costs more than a retry (a stateful shard).
         """
+        give_up = False
         with self._lock:
             if self._state == "running":
                 return self
             self._restart_times.clear()
             self._state = "running"
             self._emit("starting")
+            failed: list[_Child] = []
             try:
                 for c in self._children:
-                    self._start_child(c)
+                    try:
+                        self._start_child(c)
+                    except Exception as exc:
+                        if self.start_failures == "raise":
+                            raise
+                        c.state, c.handle = "exited", None
+                        self._emit("start_failed", c.spec.id, error=type(exc).__name__)
+                        failed.append(c)
             except BaseException:
                 self._stop_all(reverse=True)
                 self._state = "idle"
                 raise
-            return self
+            try:
+                for c in failed:
+                    if c.state != "running" and self._state == "running":
+                        self._restart_from(c)
+            except _GiveUp:
+                self._give_up_locked()
+                give_up = True
+        if give_up:
+            self._escalate()
+        return self
 
     def shutdown(self) -> None:
         """Stop every child in reverse start order (graceful, then kill); exits are ignored."""
@@ -346,6 +372,14 @@ class Supervisor:
                 self._stop_child(c)
             self._children.remove(c)
             self._emit("removed", c.spec.id)
+
+    def replace_handle(self, child_id: str, handle: Any) -> None:
+        """A running child was replaced by its owner (e.g. moved to another node): later
+        exit reports name the new handle."""
+        with self._lock:
+            c = self._find(child_id)
+            if c.state == "running":
+                c.handle = handle
 
     def child_exited(self, child_id: str, reason: ExitReason = "crash", *,
                      handle: Any = None) -> None:

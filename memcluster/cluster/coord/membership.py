@@ -125,4 +125,28 @@ class Membership:
         return dict(sorted(out.items()))
 
 
-__all__ = ["Membership"]
+class HeartbeatSender:
+    """One member's heartbeat as a picklable callable, handed to a shard actor: each call
+    announces `member` alive for `ttl_ms` with the given info. No I/O until the first call;
+    the connection is made in the process that beats."""
+
+    def __init__(self, redis_url: str, prefix: str, member: str, ttl_ms: int) -> None:
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.member = member
+        self.ttl_ms = ttl_ms
+        self._membership: Membership | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_membership": None}
+
+    def __repr__(self) -> str:   # never the URL: it may hold a password
+        return f"HeartbeatSender({self.member!r}, ttl_ms={self.ttl_ms})"
+
+    def __call__(self, info: Mapping[str, Any]) -> None:
+        if self._membership is None:
+            self._membership = Membership(RedisConn.of(self.redis_url), self.prefix)
+        self._membership.heartbeat(self.member, info, ttl_ms=self.ttl_ms)
+
+
+__all__ = ["HeartbeatSender", "Membership"]

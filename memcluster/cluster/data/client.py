@@ -33,18 +33,19 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from memcluster.cluster import names, session
 from memcluster.cluster.data.coalescer import Coalescer
-from memcluster.cluster.data.handle import Done, ShardHandle
+from memcluster.cluster.data.handle import ShardHandle
+from memcluster.cluster.data.local import MissingShard
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.ring import Ring
 from memcluster.cluster.data.router import DEFAULT_RETRY, Router
 from memcluster.cluster.retry import Retry
 from memcluster.errors import (
     MemclusterError,
-    ShardUnavailable,
     SourceUnavailable,
     StaleRing,
     UnknownSource,
@@ -57,7 +58,8 @@ from memcluster.ops import Op
 class ClientDirectory:
     """The client's cached directory: placements from the manager, shard handles by name."""
 
-    def __init__(self, cluster: str, manager: session.ManagerHandle) -> None:
+    def __init__(self, cluster: str, manager: session.ManagerHandle, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.cluster = cluster
         self.namespace = names.ray_namespace(cluster)
         self.manager = manager
@@ -66,6 +68,7 @@ class ClientDirectory:
         self.calls = 0  # shard calls made (one per shard per routing phase)
         self.info: dict[str, Any] = {}
         self._placements: dict[str, Placement] = {}
+        self._clock = clock
         self._reloaded_at = 0.0
         self._stale = False  # set by StaleRing or a ring hint: re-read before routing
         self.reload()
@@ -115,7 +118,7 @@ class ClientDirectory:
         try:
             actor = ray.get_actor(name, namespace=self.namespace)
         except ValueError:
-            return _Missing(sid)
+            return MissingShard(sid)
         handle = ShardHandle(actor, sid, name, timeout=self.info.get("call_timeout", 30.0))
         self._handles[sid] = handle
         return handle
@@ -129,7 +132,7 @@ class ClientDirectory:
 
     def forget(self, sid: str) -> None:
         self._handles.pop(sid, None)
-        now = time.monotonic()
+        now = self._clock()
         if now - self._reloaded_at >= 1.0:  # a dead shard may mean a failed source: re-read
             self._reloaded_at = now
             stale = self._stale
@@ -142,16 +145,6 @@ class ClientDirectory:
         """A ring changed (pub/sub): the next operation re-reads (no Ray call here)."""
         if hint.get("kind") in ("ring", "resubscribed"):
             self._stale = True
-
-
-class _Missing:
-    """A shard whose actor cannot be found right now (being replaced)."""
-
-    def __init__(self, sid: str) -> None:
-        self.shard_id = sid
-
-    def submit(self, ring_version: int, ops: Any) -> Done:  # never sent: safe to retry
-        return Done(error=ShardUnavailable(f"shard {self.shard_id} is not running"))
 
 
 class ClusterMemory(MemorySurface):

@@ -1,49 +1,60 @@
-"""Routing and replication: one implementation for the manager actor and the client.
+"""Routing: one implementation for the manager actor and the client.
 
-Core types: `Placement` (a source's ring with its N and W: a pure value), `Directory`
-(the protocol of whoever owns the current placement and the links to shards) and
-`Router` (the engine). Placement is a pure function of the ring (`Ring.preference`);
-the router holds no state between calls beyond what the directory caches, so the manager
-actor and a smart client run the very same code.
+Core types: `Directory` (the protocol of whoever owns the current placements and the links
+to shards: the client's cache or the manager), `Link` (one shard's data path) and `Router`
+(the engine). Placement is a pure value (`placement.Placement`); the router holds no state
+between calls beyond what the directory caches, so the manager and a smart client run the
+very same code. Replication is not the router's business: the primary shard forwards each
+write to its replicas before it applies it (`shard.py`).
 
 Keyed ops:
-- reads (retrieve, exists) go to the first shard of the key's preference list and fall
-  back along it when a shard is dead, unreachable or still hydrating;
-- writes (store, update) go to the primary (the first shard that accepts), which
-  assigns the version; the resulting record then goes to the other N-1 shards as a
-  `ReplicateOp` in parallel (idempotent: a replica keeps the higher version). A write is
-  acknowledged once W shards hold it; otherwise its result is `QuorumNotReached`.
-  Replica answers are awaited in preference order, and no longer once every record has
-  W copies: with W < N the remaining copies complete in the background (a replica that
-  misses one is caught up by read repair or hydration);
-- deletes (and caller-supplied ReplicateOps) go to all N shards in parallel.
-Every op is grouped by shard: one call per shard per phase, all shards in parallel.
+- writes (store, update, delete) go to the key's primary (the first shard of its
+  preference list) and only there: there is one version assigner per key. When the
+  primary is down, the write waits (retries) until the supervisor's replacement has
+  hydrated; it never moves to another shard.
+- reads (retrieve, exists) go to the primary too, and to the next replica only while the
+  primary is dead or recovering (`ShardDied`, `ShardRecovering`); a slow primary is waited
+  for, not bypassed.
+- read quorum (R > 1) reads R replicas, answers the newest copy and writes it back to the
+  stale replicas other than the primary (read repair).
 
-Scatter ops (search, count, list_keys, clear) go to every shard and are merged: search
-asks each shard for offset+limit records and merges top-k (deduplicating replicas, the
-higher version wins); count and clear deduplicate replicas by key when N > 1; list_keys
-cursors record the last key returned and a per-shard resume point, so paging covers every
-key exactly once. Up to N-1 unavailable shards are tolerated by reads: every key still
-has a live copy. Read-only scatter ops are sent before the keyed phase and collected
-after it, so a mixed batch (the async client's coalesced flush) costs one round trip.
-
-Hot path: a key's preference list is memoised per placement (a hit hashes nothing and
-allocates nothing), N=1 writes finish on the primary's answer without a replication
-phase, and shard handles ship keyed batches in the compact `wire` format.
+What holds, per setting (N replicas, W write quorum; reads as above):
+- W = N, N <= 2: linearizable per key, CAS and `update` included. Every acknowledged write
+  is on all N shards before the primary applies it; a replica answers only while the
+  primary is dead or recovering, and the replacement is rebuilt from that replica.
+- W = N, N >= 3: linearizable while the primary lives; while it is down, two replicas can
+  differ on a write that was in flight when it died, so reads from them may disagree until
+  the replacement has hydrated.
+- W < N: acknowledged writes survive the loss of N - W shards; reads that fall back to a
+  replica may miss a write acknowledged without it (not linearizable during a failover).
+- Scatter ops (search, count, list_keys) read every shard's committed state: never
+  linearizable with respect to concurrent writes.
+What can go wrong: a partition that leaves a dead-declared primary running on an isolated
+node (Ray kills it once the node is declared dead; until then a caller on that node could
+still reach it). Writes in flight when a shard died are reported `UnknownOutcome`.
 
 Retries are the `Retry` object's business: an attempt leaves unfinished ops pending and
 raises the transient error that stopped them; `on_retry` refreshes the directory after a
-`StaleRing` or a dead shard; finished ops keep their results (a write whose primary
-applied it but whose replication hit a ring change only replays the replication). The
-rejected alternative, retrying whole batches, would apply an `update` twice.
+`StaleRing`. A write that may have reached its primary (a transport error after sending,
+or `QuorumNotReached`) is retried only on the very same shard incarnation (the same link),
+whose op-id memory answers a duplicate instead of applying it twice; if the link changed
+(the primary died and was replaced) it finishes `UnknownOutcome`. The rejected
+alternative, retrying it wherever the key lives now, would apply a CAS or `update` twice.
+
+Scatter ops (search, count, list_keys, clear) go to every shard and are merged
+(`scatter.py`); up to N-1 unavailable shards are tolerated by reads. Read-only scatter ops
+are sent before the keyed phase and collected after it, so a mixed batch (the async
+client's coalesced flush) costs one round trip.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
+from memcluster.cluster.data.contract import ShardLink
 from memcluster.cluster.data.placement import Placement
 from memcluster.cluster.data.repair import repair_plan
 from memcluster.cluster.data.scatter import Plan, plan_for
@@ -52,6 +63,7 @@ from memcluster.errors import (
     MemclusterError,
     QuorumNotReached,
     ShardDied,
+    ShardRecovering,
     ShardUnavailable,
     SourceUnavailable,
     StaleRing,
@@ -63,23 +75,16 @@ from memcluster.errors import (
 from memcluster.model import Record
 from memcluster.ops import DeleteOp, Op, ReplicateOp, new_op_id, new_store_op
 
-# Errors after which the next shard of the preference list is tried.
+# A primary in one of these states is down: reads may use the next replica.
+_DOWN = (ShardDied, ShardRecovering)
+# Scatter reads tolerate up to N-1 shards answering with one of these.
 _SKIP = (ShardDied, ShardUnavailable, Timeout)
 _READS = frozenset({"retrieve", "exists"})
-_PRIMARY = frozenset({"store", "update"})
-_FANOUT = frozenset({"delete", "replicate"})
+_WRITES = frozenset({"store", "update", "delete"})
 # A dead shard is replaced by its supervisor within seconds, so the router waits for it.
 DEFAULT_RETRY = Retry(deadline=15.0, retry_on=(TransientError, ShardDied))
 
-
-
-class Link(Protocol):
-    """How the router reaches one shard (`ShardHandle`, `LocalShard` or a test fake)."""
-
-    shard_id: str
-
-    def submit(self, ring_version: int, ops: Sequence[Op]) -> Any:
-        """Start a batch call; the returned object's `result()` waits for it."""
+Link = ShardLink
 
 
 class Directory(Protocol):
@@ -114,8 +119,7 @@ class Router:
 
     def execute(self, source: str, ops: Sequence[Op]) -> list[Any]:
         """One result per op (a MemclusterError instance for an op that failed)."""
-        ops = [_with_op_id(op) for op in ops]
-        state = _Batch(ops)
+        state = _Batch([_with_op_id(op) for op in ops])
 
         def attempt() -> None:
             placement = self.directory.placement(source)
@@ -123,12 +127,12 @@ class Router:
             sent = None
             if state.scatter and not any(state.ops[i].kind == "clear" for i in state.scatter):
                 sent = self._scatter_send(placement, state)  # reads overlap the keyed phase
-            if state.keyed_pending():
+            if state.keyed:
                 error = self._keyed(placement, state)
             if state.scatter:
                 error = self._scatter_collect(
                     placement, state, sent or self._scatter_send(placement, state)) or error
-            if state.keyed_pending() or state.scatter:
+            if state.keyed or state.scatter:
                 raise error or SourceUnavailable(f"source {source!r}: ops left unfinished")
 
         def on_retry(exc: BaseException) -> None:
@@ -143,79 +147,105 @@ class Router:
     # ---- keyed ops ----------------------------------------------------------------------
 
     def _keyed(self, placement: Placement, st: _Batch) -> BaseException | None:
-        """One attempt at every pending keyed op; returns the error that left some pending."""
-        version = placement.ring.version
-        failed: set[str] = set()
+        """One attempt at every pending keyed op; returns the error that left some pending.
+        Reads whose primary is down go to the next replica within the same attempt."""
         error: BaseException | None = None
-        quorum = placement.read_quorum > 1
-        single = placement.replicas == 1
-        if quorum:
+        if placement.read_quorum > 1:
             error = self._quorum_reads(placement, st)
-        # Phase 1: reads and primary writes (with fallback), fan-out ops to all N.
-        first_phase = [i for i in st.primary_pending
-                       if not (quorum and st.ops[i].kind == "retrieve")]
-        while first_phase:
-            groups: dict[str, list[int]] = {}
-            fanout: dict[str, list[int]] = {}
-            ops, preference = st.ops, placement.preference
-            for i in first_phase:
-                op = ops[i]
-                prefs = preference(op.key, op.namespace)
-                if op.kind in _FANOUT:
-                    for sid in prefs:
-                        fanout.setdefault(sid, []).append(i)
+        down: set[str] = set()
+        while True:
+            groups, error = self._group(placement, st, down, error)
+            if not groups:
+                return error
+            rerouted = False
+            for sid, idxs, link, call in self._send(placement.ring.version, groups, st.ops):
+                try:
+                    results = call.result()
+                except MemclusterError as exc:
+                    error = self._failed(sid, idxs, link, exc, st, error)
+                    if isinstance(exc, _DOWN) and sid not in down:
+                        down.add(sid)
+                        rerouted = rerouted or any(st.ops[i].kind in _READS for i in idxs)
                     continue
-                sid = next((s for s in prefs if s not in failed), None) if failed else prefs[0]
+                for i, result in zip(idxs, results, strict=True):
+                    if isinstance(result, QuorumNotReached) and st.ops[i].kind in _WRITES:
+                        st.sent_to[i] = link    # the replicas may hold it: same link only
+                        st.partial[i] = result
+                        error = result
+                    else:
+                        st.finish(i, result)
+            st.keyed = [i for i in st.keyed if i not in st.done]
+            if not rerouted:
+                return error
+
+    def _group(self, placement: Placement, st: _Batch, down: set[str],
+               error: BaseException | None
+               ) -> tuple[dict[str, list[int]], BaseException | None]:
+        """Which shard each pending keyed op goes to in this pass."""
+        groups: dict[str, list[int]] = {}
+        quorum = placement.read_quorum > 1
+        for i in st.keyed:
+            op = st.ops[i]
+            kind = op.kind
+            if quorum and kind == "retrieve":
+                continue
+            prefs = placement.preference(op.key, op.namespace)
+            if kind == "replicate":            # a caller's own copy (read repair): all N
+                for sid in prefs:
+                    groups.setdefault(sid, []).append(i)
+                continue
+            if kind in _READS:
+                sid = next((s for s in prefs if s not in down), None)
                 if sid is None:
                     error = error or SourceUnavailable(
-                        f"no live shard for key {op.key!r} of {placement.source!r}")
+                        f"no live replica of {op.key!r} in {placement.source!r}")
                     continue
-                groups.setdefault(sid, []).append(i)
-            calls = self._send(version, groups, st.ops, fanout)
-            retry_next: list[int] = []
-            acks: dict[int, int] = {}
-            for sid, idxs, fan_idxs, outcome in calls:
-                if isinstance(outcome, BaseException):
-                    if isinstance(outcome, StaleRing) or not isinstance(outcome, _SKIP):
-                        error = outcome
-                    else:
-                        self._lost(sid, outcome, failed)
-                        error = error if isinstance(error, StaleRing) else outcome
-                        retry_next.extend(i for i in idxs if not _unknown(st, i, outcome))
+            else:
+                sid = prefs[0]
+                if sid in down:
+                    continue                    # its primary is down: wait for the next try
+                sent = st.sent_to.get(i)
+                if sent is not None and sent is not self.directory.link(sid):
+                    st.finish(i, UnknownOutcome(
+                        f"{kind} of {op.key!r}: its primary was lost after the call was sent;"
+                        " it may or may not have been applied"))
                     continue
-                if single:  # N=1: the primary's copy is the quorum
-                    st.finish_all(idxs, outcome)
-                else:
-                    for i, result in zip(idxs, outcome[:len(idxs)], strict=True):
-                        if ops[i].kind in _READS or isinstance(result, MemclusterError):
-                            st.finish(i, result)
-                        else:  # a primary write: replicate what it returned
-                            st.replicate_pending[i] = (result, sid)
-                for i, result in zip(fan_idxs, outcome[len(idxs):], strict=True):
-                    acks[i] = acks.get(i, 0) + 1
-                    if result is True:
-                        st.found.add(i)
-            for i, count in acks.items():
-                st.acks[i] = max(st.acks.get(i, 0), count)
-            for i in {i for ids in fanout.values() for i in ids}:
-                if st.acks.get(i, 0) >= placement.write_quorum:
-                    st.finish(i, i in st.found if st.ops[i].kind == "delete" else True)
-                else:
-                    error = error or QuorumNotReached(
-                        f"{st.acks.get(i, 0)} of {placement.write_quorum} copies of "
-                        f"{st.ops[i].key!r} acknowledged")
-            st.primary_pending = [i for i in st.primary_pending if i not in st.done
-                                  and i not in st.replicate_pending]
-            first_phase = [i for i in retry_next if i not in st.done]
-        # Phase 2: replicate the primaries' records to the other N-1 shards.
-        if st.replicate_pending:
-            error = self._replicate(placement, st, failed) or error
+            groups.setdefault(sid, []).append(i)
+        st.keyed = [i for i in st.keyed if i not in st.done]
+        return groups, error
+
+    def _send(self, version: int, groups: dict[str, list[int]], ops: list[Op]
+              ) -> list[tuple[str, list[int], Link, Any]]:
+        """One call per shard, all in flight at once."""
+        calls = []
+        for sid, idxs in groups.items():
+            link = self.directory.link(sid)
+            calls.append((sid, idxs, link, link.submit(version, [ops[i] for i in idxs])))
+        return calls
+
+    def _failed(self, sid: str, idxs: list[int], link: Link, exc: MemclusterError,
+                st: _Batch, error: BaseException | None) -> BaseException | None:
+        """A whole call failed: which of its ops stay pending, which finish, and the error
+        to report if the attempt leaves ops pending."""
+        if isinstance(exc, ShardDied):
+            self.directory.forget(sid)
+        if not isinstance(exc, (TransientError, ShardDied)):
+            for i in idxs:           # permanent (a bug, a fenced caller): no retry helps
+                st.finish(i, exc)
+            return error
+        if in_flight(exc):           # it may have been applied: retry on this link only
+            for i in idxs:
+                if st.ops[i].kind in _WRITES:
+                    st.sent_to.setdefault(i, link)
+        if error is None or isinstance(exc, StaleRing):
+            return exc
         return error
 
     def _quorum_reads(self, placement: Placement, st: _Batch) -> BaseException | None:
         """Retrieve from every replica, answer the newest copy once `read_quorum` replicas
-        answered, and write it back to the stale ones (read repair)."""
-        reads = [i for i in st.primary_pending if st.ops[i].kind == "retrieve"]
+        answered, and write it back to the stale replicas (never to the primary, which is
+        the authority for its keys: read repair)."""
+        reads = [i for i in st.keyed if st.ops[i].kind == "retrieve"]
         if not reads:
             return None
         version = placement.ring.version
@@ -232,7 +262,8 @@ class Router:
             try:
                 results = pending.result()
             except MemclusterError as exc:
-                self._lost(sid, exc, set())
+                if isinstance(exc, ShardDied):
+                    self.directory.forget(sid)
                 error = exc if isinstance(exc, StaleRing) else (error or exc)
                 continue
             for i, result in zip(idxs, results, strict=True):
@@ -245,76 +276,19 @@ class Router:
                     f"{len(answers[i])} of {placement.read_quorum} replicas of "
                     f"{st.ops[i].key!r} answered")
                 continue
+            op = st.ops[i]
+            primary = placement.preference(op.key, op.namespace)[0]
             winner, stale = repair_plan(answers[i])
             for sid in stale:
-                repairs.setdefault(sid, []).append(ReplicateOp(winner))
+                if sid != primary and winner is not None:
+                    repairs.setdefault(sid, []).append(ReplicateOp(winner))
             st.finish(i, winner)
         for pending in [self.directory.link(sid).submit(version, ops)
                         for sid, ops in repairs.items()]:
             with contextlib.suppress(MemclusterError):  # best effort: the next read repairs
                 pending.result()
-        st.primary_pending = [i for i in st.primary_pending if i not in st.done]
+        st.keyed = [i for i in st.keyed if i not in st.done]
         return error
-
-    def _replicate(self, placement: Placement, st: _Batch,
-                   failed: set[str]) -> BaseException | None:
-        version = placement.ring.version
-        groups: dict[str, list[int]] = {}
-        for i, (record, primary) in st.replicate_pending.items():
-            for sid in placement.preference(record.key, record.namespace):
-                if sid != primary:
-                    groups.setdefault(sid, []).append(i)
-        error: BaseException | None = None
-        acks = dict.fromkeys(st.replicate_pending, 1)
-        if groups:
-            ops = {i: ReplicateOp(rec) for i, (rec, _) in st.replicate_pending.items()}
-            pendings = [(sid, idxs, self.directory.link(sid).submit(
-                version, [ops[i] for i in idxs])) for sid, idxs in groups.items()]
-            for sid, idxs, pending in pendings:
-                if min(acks.values()) >= placement.write_quorum:
-                    break  # W copies of every record: the rest replicate in the background
-                try:
-                    pending.result()
-                except MemclusterError as exc:
-                    self._lost(sid, exc, failed)
-                    error = exc if isinstance(exc, (StaleRing, TransientError)) else (
-                        error or exc)
-                    continue
-                for i in idxs:
-                    acks[i] += 1
-        for i, count in acks.items():
-            record, _ = st.replicate_pending[i]
-            if count >= placement.write_quorum:
-                st.finish(i, record)
-            elif error is None or isinstance(error, ShardDied):
-                error = QuorumNotReached(f"{count} of {placement.write_quorum} copies of "
-                                         f"{record.key!r} acknowledged")
-        for i in st.done:
-            st.replicate_pending.pop(i, None)
-        return error
-
-    def _send(self, version: int, groups: dict[str, list[int]], ops: list[Op],
-              fanout: dict[str, list[int]]) -> list[tuple[str, list[int], list[int], Any]]:
-        """One call per shard, all in flight at once; outcome = results or the error."""
-        calls = []
-        for sid in dict.fromkeys([*groups, *fanout]):
-            idxs = groups.get(sid, [])
-            fan = fanout.get(sid, [])
-            calls.append((sid, idxs, fan, self.directory.link(sid).submit(
-                version, [ops[i] for i in idxs] + [ops[i] for i in fan])))
-        out = []
-        for sid, idxs, fan, pending in calls:
-            try:
-                out.append((sid, idxs, fan, pending.result()))
-            except MemclusterError as exc:
-                out.append((sid, idxs, fan, exc))
-        return out
-
-    def _lost(self, sid: str, exc: BaseException, failed: set[str]) -> None:
-        if isinstance(exc, _SKIP):
-            failed.add(sid)
-        if isinstance(exc, ShardDied):
-            self.directory.forget(sid)
 
     # ---- scatter ops ------------------------------------------------------------------------
 
@@ -344,7 +318,8 @@ class Router:
                 answers[sid] = pending.result()
             except MemclusterError as exc:
                 if isinstance(exc, _SKIP) and not isinstance(exc, StaleRing):
-                    self._lost(sid, exc, set())
+                    if isinstance(exc, ShardDied):
+                        self.directory.forget(sid)
                     error = error or exc
                 else:
                     return exc
@@ -373,41 +348,30 @@ class _Batch:
         self.ops = ops
         self.results: list[Any] = [UNSET] * len(ops)
         self.done: set[int] = set()
-        self.primary_pending = [i for i, op in enumerate(ops) if op.key is not None]
+        self.keyed = [i for i, op in enumerate(ops) if op.key is not None]
         self.scatter = [i for i, op in enumerate(ops) if op.key is None]
-        self.replicate_pending: dict[int, tuple[Record, str]] = {}
-        self.acks: dict[int, int] = {}
-        self.found: set[int] = set()
-
-    def keyed_pending(self) -> bool:
-        return bool(self.primary_pending or self.replicate_pending)
+        self.sent_to: dict[int, Link] = {}   # writes that may have reached this link
+        self.partial: dict[int, QuorumNotReached] = {}  # primary answered: short of W
 
     def finish(self, i: int, result: Any) -> None:
         self.results[i] = result
         self.done.add(i)
 
-    def finish_all(self, idxs: list[int], results: list[Any]) -> None:
-        """`finish` for ops `idxs` with the first len(idxs) `results`, in one pass."""
-        out = self.results
-        for i, result in zip(idxs, results, strict=False):
-            out[i] = result
-        self.done.update(idxs)
-
     def fail_pending(self, exc: BaseException) -> None:
+        """The retry deadline passed: what is still pending fails with `exc`, or with
+        `UnknownOutcome` if it may have been applied."""
         for i, result in enumerate(self.results):
-            if result is UNSET:
+            if result is not UNSET:
+                continue
+            if i in self.partial:
+                self.results[i] = self.partial[i]
+            elif i in self.sent_to:
+                op = self.ops[i]
+                self.results[i] = UnknownOutcome(
+                    f"{op.kind} of {op.key!r}: {exc} after the call was sent; it may or may "
+                    "not have been applied")
+            else:
                 self.results[i] = exc
-
-
-def _unknown(st: _Batch, i: int, exc: BaseException) -> bool:
-    """Finish op `i` with `UnknownOutcome` if it is not idempotent (an `update` has no
-    operation id) and the failed call may have reached the shard: a retry elsewhere could
-    apply it twice. -> True if it was finished."""
-    if st.ops[i].kind != "update" or not in_flight(exc):
-        return False
-    st.finish(i, UnknownOutcome(f"update of {st.ops[i].key!r}: {exc} after the call was "
-                                "sent; it may or may not have been applied"))
-    return True
 
 
 def _with_op_id(op: Op) -> Op:
@@ -419,6 +383,9 @@ def _with_op_id(op: Op) -> Op:
                             op.if_version, op.overwrite, new_op_id())  # type: ignore[union-attr]
     if kind == "delete" and op.op_id is None:  # type: ignore[union-attr]
         return DeleteOp(op.key, op.namespace, new_op_id())  # type: ignore[union-attr]
+    if kind == "update" and op.op_id is None:  # type: ignore[union-attr]
+        return replace(op, op_id=new_op_id())  # type: ignore[type-var]
     return op
 
 
+__all__ = ["DEFAULT_RETRY", "Directory", "Link", "Router"]

@@ -21,6 +21,7 @@ from memcluster.errors import InvalidValue, MemclusterError
 from memcluster.model import Page, Query, Record
 from memcluster.ops import ClearOp, ListAfterOp, MatchKeysOp, SearchOp
 from memcluster.query import sort_records
+from memcluster.retrieval.rank import Candidates, finish
 
 
 class Plan:
@@ -41,18 +42,31 @@ class Plan:
 
 
 class _SearchPlan(Plan):
-    def __init__(self, op: SearchOp) -> None:
+    """Each shard answers offset + limit records; a text query asks for `parts`, so a
+    backend that ranks by `memcluster.retrieval` (vector, keyword, hybrid, recency and
+    importance) sends its candidates and `retrieval.finish` ranks them all at once, with
+    the shards' BM25 statistics summed and divided by N (each record sits on N shards;
+    scaled up by the share of shards that answered, when some did not)."""
+
+    def __init__(self, op: SearchOp, placement: Placement) -> None:
         super().__init__()
         q = op.query
         self.query = q
-        self.op = SearchOp(replace(q, limit=q.offset + q.limit, offset=0), op.namespace)
+        self.shards = len(placement.ring.shard_ids)
+        self.replicas = placement.replicas
+        self.op = replace(op, query=replace(q, limit=q.offset + q.limit, offset=0),
+                          parts=q.text is not None)
 
     def shard_ops(self, sid: str) -> list[Any]:
         return [self.op]
 
     def merge(self) -> list[Record]:
+        answers = [records for (records,) in self.answers.values()]
+        if answers and all(isinstance(a, Candidates) for a in answers):
+            scale = self.shards / len(answers) / max(self.replicas, 1)
+            return finish(answers, self.query, scale=scale)
         best: dict[tuple[str, str], Record] = {}
-        for (records,) in self.answers.values():
+        for records in answers:
             for r in records:
                 k = (r.namespace, r.key)
                 if k not in best or best[k].version < r.version:
@@ -159,7 +173,7 @@ def decode_cursor(cursor: str | None) -> dict[str, Any]:
 def plan_for(op: Any, placement: Placement) -> Plan:
     kind = op.kind
     if kind == "search":
-        return _SearchPlan(op)
+        return _SearchPlan(op, placement)
     if kind == "count":
         return _CountPlan(op, placement.replicas)
     if kind == "clear":

@@ -1,157 +1,248 @@
-"""The shard: one backend instance behind one mailbox, and the handle that calls it.
+"""The shard: one backend instance behind one mailbox, the primary of its keys' writes.
 
-Core types: `ShardCore` (the shard's logic, a plain class testable without Ray),
-`ShardActor` (the same class made a Ray actor, in exactly one place), `ShardHandle` (the
-one object that knows the remote method names and translates Ray's errors into ours) and
-`Pending` (an in-flight call).
+Core types: `ShardCore` (the shard's logic: a plain class, testable without Ray; the Ray
+actor wrapping it is `handle.ShardActor`, the in-process one `local.LocalShard`) and
+`Peers` (how a primary reaches the other replicas of its keys). It implements the
+contract in `contract.py`.
 
-The contract (riak_core's vnode behaviour, handoff included): apply a batch of ops in
-arrival order (`apply_batch`, the fast path; a key's primary therefore serialises its
-writes and CAS), `export` for hydration and rebalancing, `accept_handoff` of records
-copied in, `drop_unowned` after a ring change, `is_empty`. Every data call carries the
-caller's ring version; an older one is refused with `StaleRing(current=...)` so the
-caller refreshes. Every control call carries the manager's fencing epoch; an older epoch
-is refused, so a deposed manager cannot change anything.
+Data path (`apply_batch`): ops apply in arrival order, so a key's primary serialises its
+writes, CAS and updates. For a source with N > 1 the primary replicates BEFORE it applies:
+it computes each write's record (CAS checked against its committed state), forwards the
+records and deletes to the key's other replicas (`Peers`, their `replicate` path, which is
+never refused for being a replica), waits until W - 1 of them acknowledged, and only then
+installs them locally and answers. So nothing a caller can read from the primary is held
+by fewer than W shards, and a write whose replicas did not acknowledge is not applied at
+the primary (its result is `QuorumNotReached`). If a replica may hold it anyway (it
+acknowledged, or the call failed after it was sent), the write stays *pending* on its
+key: the next op on the key (its own retry under the same op id included) first sends
+the very same record again and, once W copies hold it, installs it and answers the retry
+with it; until then other writes of the key are refused. `settle()` does the same for
+every pending key (the manager asks when a ping reports some), so replicas converge even
+when nobody writes the key again. So a pending write either takes effect late (exactly
+once) or, if the primary dies first, its replacement hydrates it from the replica that
+holds it: versions never skip and never fork. A replica holding a HIGHER version than the
+primary's record refuses it, and that copy does not count toward W. The rejected
+alternative, the client writing the primary and then the replicas, let a reader see a
+write on the primary that a crash then lost.
 
-Call-level refusals (stale ring, hydrating, frozen for a rebalance, fenced) are returned
-as an exception object instead of raised: Ray wraps raised exceptions in costly
-`RayTaskError`s with formatted tracebacks, and these are normal, frequent outcomes. Per-op
-errors (VersionConflict, ...) come back in the result list, so one bad op never fails
-its neighbours. A restarted shard is `hydrating`: it takes replicas and deletes at once,
-but refuses reads and primary writes until the manager has copied its keys back;
-keys deleted meanwhile are remembered so a late handoff cannot resurrect them.
+N = 1 skips all that: the batch goes to the backend as is (`MemoryBackend.apply_batch`).
+
+Call-level refusals (stale ring, starting or hydrating, frozen for a rebalance, fenced)
+are returned as an exception object instead of raised: Ray wraps raised exceptions in
+costly `RayTaskError`s, and these are normal outcomes. Per-op errors (VersionConflict, ...)
+come back in the result list. A restarted shard is hydrating: it takes replicas and
+deletes from its peers at once, refuses client ops (`ShardRecovering`) until the manager
+has copied its keys back, and remembers keys deleted meanwhile so a late handoff cannot
+resurrect them. Every control call that changes state carries the manager's fencing epoch.
+
+Threads: the client path, the replica path (a Ray concurrency group of its own, so two
+primaries replicating to each other never wait on each other's mailbox) and control calls
+share the backend under one lock; the primary never holds it while it waits for replicas.
+Keys a shard is primary for are only written by that shard's own client path.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import itertools
 import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol
 
+from memcluster import codec
 from memcluster.backends.base import MemoryBackend
 from memcluster.backends.registry import create_backend
-from memcluster.cluster.data import wire
+from memcluster.cluster.data import scan
+from memcluster.cluster.data.applied import AppliedOps
+from memcluster.cluster.data.contract import EXPORT_PAGE, EXPORT_PAGE_BYTES, ShardLink
+from memcluster.cluster.data.placement import Placement
+from memcluster.cluster.data.primary import ReplicatingPrimary, Where
 from memcluster.errors import (
     FencedOut,
     MemclusterError,
+    ShardRecovering,
     ShardUnavailable,
     StaleRing,
 )
 from memcluster.metrics import OpStats
-from memcluster.model import Query, Record
-from memcluster.ops import ListAfterOp, ListKeysOp, MatchKeysOp, ReplicateOp, SearchOp
-from memcluster.query import matches
+from memcluster.model import Record
+from memcluster.ops import (
+    DeleteOp,
+    ReplicateOp,
+    RetrieveOp,
+)
 
-RECENT_OP_IDS = 10_000
 _PAGE = 1000
-_HYDRATING_OK = frozenset({"replicate", "delete"})
+_READS = frozenset({"retrieve", "exists"})
+_KEYED_WRITES = frozenset({"store", "update", "delete"})
 _WRITES = frozenset({"store", "update", "delete", "clear"})
+_INTERNAL = frozenset({"match_keys", "list_after"})
 _kind = attrgetter("kind")
 
 
-class ShardCore:
-    """One shard: a backend scoped to the shard's prefix, its ring version and incarnation."""
+class Peers(Protocol):
+    """How a primary reaches the other shards of its source (by shard id)."""
+
+    def link(self, shard_id: str) -> ShardLink: ...
+
+    def forget(self, shard_id: str) -> None:
+        """The shard died: resolve it afresh next time."""
+
+
+class ShardCore(ReplicatingPrimary):
+    """One shard (see the module docstring)."""
 
     def __init__(self, backend: Any, opts: Mapping[str, Any] | None, *, prefix: str,
-                 shard_id: str, ring_version: int = 1, epoch: int = 0,
-                 hydrating: bool = False, incarnation: str | None = None,
-                 heartbeat: Mapping[str, Any] | None = None) -> None:
+                 shard_id: str, placement: Placement | None = None, ring_version: int = 1,
+                 epoch: int = 0, hydrating: bool = False, incarnation: str | None = None,
+                 heartbeat: Callable[[dict[str, Any]], None] | None = None,
+                 heartbeat_interval: float = 1.0, replica_timeout: float = 10.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.backend_spec = backend
         self.opts = dict(opts or {})
         self.prefix = prefix
         self.shard_id = shard_id
-        self.ring_version = ring_version
+        self.placement = placement
+        self._ring_version = placement.ring.version if placement is not None else ring_version
         self.epoch = epoch
         self.hydrating = hydrating
         self.frozen = False
         self.incarnation = incarnation or f"{time.time():.6f}"
         self.backend: MemoryBackend | None = None
-        self._recent: dict[str, Any] = {}  # op id -> result, oldest first
-        self._deleted_while_hydrating: set[tuple[str, str]] = set()
+        self.peers: Peers | None = None      # set by whoever runs the shard (N > 1)
+        self.replica_timeout = replica_timeout
+        self.clock = clock
         self.op_stats = OpStats()
-        # {redis_url, cluster, interval, ttl_ms}: beat into Redis membership (advisory).
-        self.heartbeat = dict(heartbeat) if heartbeat else None
+        self._lock = threading.Lock()         # the backend: one caller at a time
+        self.applied = AppliedOps()           # op id -> result: a retry applies once
+        # Writes short of W that a replica may hold: key -> (record or None for a delete,
+        # [(op id, result)] of the ops that made it), finished by `_settle`.
+        self._pending: dict[Where, tuple[Record | None, list[tuple[str, Any]]]] = {}
+        self._deleted_while_hydrating: set[Where] = set()
+        # shard id -> its incarnation now, told by that incarnation's hydration: a
+        # primary's replicates from an older incarnation (in flight when it died) are
+        # refused, so none lands after its replacement copied this shard.
+        self._peer_incarnations: dict[str, str] = {}
+        self.heartbeat = heartbeat
+        self.heartbeat_interval = heartbeat_interval
         self._beating = threading.Event()
+
+    @property
+    def ring_version(self) -> int:
+        return self._ring_version
 
     # ---- lifecycle ------------------------------------------------------------------
 
     def open(self) -> dict[str, Any]:
         """Create and open the backend (I/O lives here, not in the constructor)."""
-        if self.backend is None:
-            self.backend = create_backend(self.backend_spec, self.opts, prefix=self.prefix)
-        if self.heartbeat and not self._beating.is_set():
+        with self._lock:
+            if self.backend is None:
+                self.backend = create_backend(self.backend_spec, self.opts, prefix=self.prefix)
+        if self.heartbeat is not None and not self._beating.is_set():
             self._beating.set()
             threading.Thread(target=self._beat, name="memcluster-heartbeat",
                              daemon=True).start()
         return self.ping()
 
     def _beat(self) -> None:
-        """Heartbeat into Redis membership on a thread of its own (outside the mailbox), so
-        a frozen or wedged process lapses there; Redis being down is only logged by omission."""
-        from memcluster.cluster.coord.coordinator import Coordinator
-
-        hb = self.heartbeat or {}
-        coord = Coordinator(hb["redis_url"], hb["cluster"])
-        info = {"incarnation": self.incarnation, "pid": os.getpid()}
-        while self._beating.is_set():
-            # Redis unreachable: membership is advisory, the next beat retries.
-            with contextlib.suppress(MemclusterError):
-                coord.membership.heartbeat(self.shard_id, info, ttl_ms=int(hb["ttl_ms"]))
-            time.sleep(float(hb["interval"]))
+        """Call the heartbeat on a thread of its own (outside the mailbox), so a frozen or
+        wedged process lapses; a failing beat is advisory and only retried next time."""
+        while self._beating.is_set() and self.heartbeat is not None:
+            with contextlib.suppress(Exception):
+                self.heartbeat({"incarnation": self.incarnation, "pid": os.getpid()})
+            time.sleep(self.heartbeat_interval)
 
     def close(self) -> None:
         self._beating.clear()
-        if self.backend is not None:
-            self.backend.close()
-            self.backend = None
+        with self._lock:
+            if self.backend is not None:
+                self.backend.close()
+                self.backend = None
 
     def ping(self) -> dict[str, Any]:
         return {"shard_id": self.shard_id, "incarnation": self.incarnation,
                 "ring_version": self.ring_version, "epoch": self.epoch,
-                "hydrating": self.hydrating, "frozen": self.frozen, "pid": os.getpid()}
+                "hydrating": self.hydrating, "frozen": self.frozen,
+                "pending": len(self._pending), "pid": os.getpid()}
 
-    # ---- data path --------------------------------------------------------------------
+    # ---- data path: client ops ---------------------------------------------------------
 
     def apply_batch(self, ring_version: int, ops: Sequence[Any]) -> list[Any] | MemclusterError:
         """Apply `ops` in order; per-op errors in the list, call-level refusals returned."""
+        refusal = self._refusal(ring_version, ops)
+        if refusal is not None:
+            return refusal
+        if any(op.kind in _INTERNAL for op in ops):
+            with self._lock:
+                return [self._apply_one(op) for op in ops]
+        placement = self.placement
+        if placement is not None and placement.replicas > 1 and any(
+                op.kind in _KEYED_WRITES for op in ops):
+            return self._apply_replicated(ops, placement)
+        start = time.perf_counter()
+        with self._lock:
+            if self.applied.any_of(ops):
+                return [self._apply_one(op) for op in ops]
+            results = self.backend.apply_batch(ops)  # type: ignore[union-attr]
+            self.applied.remember(ops, results)
+        self._observe(ops, results, time.perf_counter() - start)
+        return results
+
+    def _refusal(self, ring_version: int, ops: Sequence[Any]) -> MemclusterError | None:
         if ring_version < self.ring_version:
             return StaleRing(f"shard {self.shard_id} is on ring {self.ring_version}, "
                              f"caller on {ring_version}", current=self.ring_version)
         if self.backend is None:
-            return ShardUnavailable(f"shard {self.shard_id} is starting")
-        if self.hydrating:
-            for op in ops:
-                if op.kind not in _HYDRATING_OK:
-                    return ShardUnavailable(f"shard {self.shard_id} is hydrating")
-        if self.frozen:
-            for op in ops:
-                if op.kind in _WRITES:
-                    return ShardUnavailable(f"shard {self.shard_id} is rebalancing")
-        backend = self.backend
-        first = ops[0].kind if ops else None
-        if first in ("match_keys", "list_after") or any(
-                op.kind in ("match_keys", "list_after") for op in ops):
-            return [self._apply_one(op) for op in ops]
-        if self._recent and not self._recent.keys().isdisjoint(
-                [getattr(op, "op_id", None) for op in ops]):
-            return [self._apply_one(op) for op in ops]
-        start = time.perf_counter()
-        results = backend.apply_batch(ops)
-        self._observe(ops, results, time.perf_counter() - start)
-        self._remember(ops, results)
-        return results
+            return ShardRecovering(f"shard {self.shard_id} is starting")
+        if self.hydrating and any(op.kind != "replicate" for op in ops):
+            return ShardRecovering(f"shard {self.shard_id} is hydrating")
+        writes = any(op.kind in _WRITES for op in ops)
+        if writes and self.frozen:
+            return ShardUnavailable(f"shard {self.shard_id} is rebalancing")
+        if writes and ring_version > self.ring_version:
+            return ShardUnavailable(f"shard {self.shard_id} is still on ring "
+                                    f"{self.ring_version}, caller on {ring_version}")
+        return None
 
-    def apply_wire(self, ring_version: int, payload: bytes) -> bytes | MemclusterError:
-        """`apply_batch` for a batch in the compact wire format (`memcluster.cluster.data.wire`)."""
-        out = self.apply_batch(ring_version, wire.decode_ops(payload))
-        return out if isinstance(out, MemclusterError) else wire.encode_results(out)
+    # ---- data path: the replica side ----------------------------------------------------
+
+    def replicate_batch(self, ring_version: int, ops: Sequence[Any],
+                        sender: tuple[str, str] | None = None) -> list[bool] | MemclusterError:
+        """Install what a primary forwards: ReplicateOps (True if this shard now holds that
+        version: installed, or an equal copy was already here; False if it holds a newer
+        one) and DeleteOps (True). Accepted while hydrating; refused (`FencedOut`) only
+        from a `sender` (shard id, incarnation) that a newer incarnation replaced."""
+        if sender is not None:
+            current = self._peer_incarnations.get(sender[0])
+            if current is not None and current != sender[1]:
+                return FencedOut(f"shard {sender[0]} incarnation {sender[1]} was replaced")
+        if ring_version < self.ring_version:
+            return StaleRing(f"shard {self.shard_id} is on ring {self.ring_version}, "
+                             f"caller on {ring_version}", current=self.ring_version)
+        start = time.perf_counter()
+        with self._lock:
+            backend = self.backend
+            if backend is None:
+                return ShardRecovering(f"shard {self.shard_id} is starting")
+            out: list[bool] = []
+            for op in ops:
+                if op.kind == "delete":
+                    backend.delete(op)
+                    if self.hydrating:
+                        self._deleted_while_hydrating.add((op.namespace, op.key))
+                    out.append(True)
+                elif backend.replicate(op):
+                    out.append(True)
+                else:   # not installed: an equal copy is an acknowledgement, a newer not
+                    held = backend.retrieve(RetrieveOp(op.key, op.namespace))
+                    out.append(held is not None and held.version == op.record.version)
+        self._observe(ops, [True] * len(ops), time.perf_counter() - start)
+        return out
+
+    # ---- bookkeeping ------------------------------------------------------------------
 
     def _observe(self, ops: Sequence[Any], results: Sequence[Any], seconds: float) -> None:
         """Count a batch by (op kind, outcome) for the metrics; outcome is "ok" or the
@@ -169,96 +260,20 @@ class ShardCore:
             self.op_stats.observe(kind, outcome, seconds * n / total, n)
 
     def _apply_one(self, op: Any) -> Any:
+        """One op straight on the backend (caller holds the lock)."""
         op_id = getattr(op, "op_id", None)
-        if op_id is not None and op_id in self._recent:
-            done = self._recent[op_id]
-            if type(done) is tuple:  # a store's record, kept compact (see `_remember`)
-                return Record(op.key, op.value, op.namespace, dict(op.metadata), *done)
-            return done
+        if op_id is not None and op_id in self.applied:
+            return self.applied.recall(op)
         try:
             if op.kind == "match_keys":
-                return self._match_keys(op)
+                return scan.match_keys(self.backend, op)
             if op.kind == "list_after":
-                return self._list_after(op)
+                return scan.list_after(self.backend, op)
             result = self.backend.apply(op)  # type: ignore[union-attr]
         except MemclusterError as exc:
             result = exc
-        self._remember((op,), (result,))
+        self.applied.remember((op,), (result,))
         return result
-
-    def _remember(self, ops: Iterable[Any], results: Iterable[Any]) -> None:
-        """Keep the results of ops with an id (at least the last `RECENT_OP_IDS`), so a
-        retried op is answered, not applied twice; trimmed in bulk, not per op.
-
-        A store's Record is kept as its (version, created, updated, expires): the rest is
-        the retried op's own, and a tuple of numbers is one object the garbage collector
-        ignores, where thousands of kept Records (and their dicts) made every full
-        collection of the shard slower."""
-        hydrating = self.hydrating
-        recent = self._recent
-        for op, result in zip(ops, results, strict=True):
-            if hydrating and op.kind == "delete":
-                self._deleted_while_hydrating.add((op.namespace, op.key))
-            op_id = getattr(op, "op_id", None)
-            if op_id is None or isinstance(result, MemclusterError):
-                continue
-            if type(result) is Record and op.kind == "store":
-                result = (result.version, result.created_at, result.updated_at,
-                          result.expires_at)
-            recent[op_id] = result
-        if len(recent) > 2 * RECENT_OP_IDS:
-            self._recent = dict(itertools.islice(recent.items(), len(recent) - RECENT_OP_IDS,
-                                                 None))
-
-    def _match_keys(self, op: MatchKeysOp) -> list[tuple[str, str]]:
-        backend = self.backend
-        assert backend is not None
-        q = op.query
-        if op.namespace is None:
-            found: list[tuple[str, str]] = []
-            cursor = None
-            while True:
-                records, cursor = backend.export(cursor=cursor, limit=_PAGE)
-                found.extend((r.namespace, r.key) for r in records if matches(r, q))
-                if cursor is None:
-                    return found
-        if q.text is None and not q.filter:  # keys alone decide: page through list_keys
-            keys: list[tuple[str, str]] = []
-            cursor = None
-            while True:
-                page = backend.list_keys(ListKeysOp(op.namespace, q.pattern, _PAGE, cursor))
-                keys.extend((op.namespace, k) for k in page.keys)
-                if page.cursor is None:
-                    return keys
-                cursor = page.cursor
-        backend.check_query(q)
-        out: list[tuple[str, str]] = []
-        offset = 0
-        while True:
-            page_q = Query(text=q.text, pattern=q.pattern, filter=q.filter, limit=_PAGE,
-                           offset=offset, order_by="key", min_score=q.min_score)
-            records = backend.search(SearchOp(page_q, op.namespace))
-            out.extend((r.namespace, r.key) for r in records)
-            if len(records) < _PAGE:
-                return out
-            offset += _PAGE
-
-    def _list_after(self, op: ListAfterOp) -> tuple[list[str], str | None, bool]:
-        backend = self.backend
-        assert backend is not None
-        cursor = op.cursor
-        base = cursor  # the cursor of the page holding the first key returned
-        out: list[str] = []
-        after = op.after
-        while True:
-            page = backend.list_keys(ListKeysOp(op.namespace, op.pattern, op.limit, cursor))
-            if not out:
-                base = cursor
-            out.extend(k for k in page.keys if after is None or k > after)
-            if len(out) >= op.limit or page.cursor is None:
-                exhausted = page.cursor is None and len(out) <= op.limit
-                return out[:op.limit], base, exhausted
-            cursor = page.cursor
 
     # ---- control path (carries the manager's fencing epoch) ----------------------------
 
@@ -268,10 +283,20 @@ class ShardCore:
                             epoch=epoch, current=self.epoch)
         self.epoch = epoch
 
-    def set_ring(self, epoch: int, ring_version: int) -> dict[str, Any]:
-        """Adopt a ring version (never going back) and lift a rebalance freeze."""
+    def _opened(self) -> MemoryBackend:
+        if self.backend is None:
+            raise ShardRecovering(f"shard {self.shard_id} is not open")
+        return self.backend
+
+    def set_placement(self, epoch: int, placement: Placement, force: bool = False
+                      ) -> dict[str, Any]:
+        """Adopt `placement` unless its ring is older than ours (`force`: even then, for a
+        manager putting back a shard that adopted a switch it rolled back); lift a
+        rebalance freeze."""
         self._fence(epoch)
-        self.ring_version = max(self.ring_version, ring_version)
+        if force or placement.ring.version >= self.ring_version:
+            self.placement = placement
+            self._ring_version = placement.ring.version
         self.frozen = False
         return self.ping()
 
@@ -280,24 +305,43 @@ class ShardCore:
         self._fence(epoch)
         self.frozen = True
 
-    def export(self, cursor: str | None = None, limit: int = _PAGE
+    def export(self, cursor: str | None = None, limit: int = EXPORT_PAGE,
+               max_bytes: int = EXPORT_PAGE_BYTES, fence: tuple[str, str] | None = None
                ) -> tuple[list[Record], str | None]:
-        """A page of every live record under this shard's prefix (all namespaces)."""
-        assert self.backend is not None
-        return self.backend.export(cursor=cursor, limit=limit)
+        """A page of every live record (all namespaces), at most `limit` records and about
+        `max_bytes` encoded bytes (a page over it is asked again, smaller, from the same
+        cursor; a single record larger than `max_bytes` still travels alone). `fence`:
+        (shard id, incarnation) of the hydrating shard this page is for; replicates from
+        its earlier incarnations are refused from now on."""
+        if fence is not None:
+            self._peer_incarnations[fence[0]] = fence[1]
+        with self._lock:
+            backend = self._opened()
+            while True:
+                records, nxt = backend.export(cursor=cursor, limit=limit)
+                if limit == 1 or sum(len(codec.encode(r.value)) for r in records) <= max_bytes:
+                    return records, nxt
+                limit = max(1, limit // 2)
 
     def accept_handoff(self, epoch: int, records: Sequence[Record]) -> int:
         """Install copied records (keeping higher versions); skip keys deleted meanwhile."""
         self._fence(epoch)
-        assert self.backend is not None
-        skip = self._deleted_while_hydrating
-        installed = 0
-        for record in records:
-            if skip and (record.namespace, record.key) in skip:
-                continue
-            if self.backend.replicate(ReplicateOp(record)):
-                installed += 1
-        return installed
+        with self._lock:
+            backend = self._opened()
+            skip = self._deleted_while_hydrating
+            ops = [ReplicateOp(r) for r in records
+                   if not skip or (r.namespace, r.key) not in skip]
+            return sum(backend.replicate_many(ops)) if ops else 0
+
+    def holds(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
+        """Of (namespace, key, version)s, those NOT held at that version or newer."""
+        with self._lock:
+            backend = self._opened()
+            held = backend.apply_batch([RetrieveOp(k, ns) for ns, k, _ in keys],
+                                       return_exceptions=False)
+        return [(ns, k) for (ns, k, v), r in zip(keys, held, strict=True)
+                if (r is None and (ns, k) not in self._deleted_while_hydrating)
+                or (r is not None and r.version < v)]
 
     def finish_hydration(self, epoch: int) -> dict[str, Any]:
         self._fence(epoch)
@@ -305,44 +349,35 @@ class ShardCore:
         self._deleted_while_hydrating.clear()
         return self.ping()
 
-    def drop_unowned(self, epoch: int, ring: Any, replicas: int) -> int:
-        """Delete what this shard no longer owns under `ring` (garbage after a rebalance)."""
-        from memcluster.cluster.data.ring import routing_key
-        from memcluster.ops import DeleteOp
-
+    def drop_unowned(self, epoch: int, placement: Placement) -> int:
+        """Delete what this shard no longer holds under `placement` (after a rebalance)."""
         self._fence(epoch)
-        assert self.backend is not None
-        gone: list[DeleteOp] = []
-        cursor = None
-        while True:
-            records, cursor = self.backend.export(cursor=cursor, limit=_PAGE)
-            for r in records:
-                if self.shard_id not in ring.preference(routing_key(r.key, r.namespace),
-                                                        replicas):
-                    gone.append(DeleteOp(r.key, r.namespace))
-            if cursor is None:
-                break
-        return self.backend.delete_many(gone) if gone else 0
+        with self._lock:
+            backend = self._opened()
+            gone: list[DeleteOp] = []
+            cursor = None
+            while True:
+                records, cursor = backend.export(cursor=cursor, limit=_PAGE)
+                gone.extend(DeleteOp(r.key, r.namespace) for r in records
+                            if self.shard_id not in placement.preference(r.key, r.namespace))
+                if cursor is None:
+                    break
+            return backend.delete_many(gone) if gone else 0
 
     def drop_keys(self, epoch: int, keys: Sequence[tuple[str, str]]) -> int:
         """Delete (namespace, key) pairs handed off earlier but deleted at the source since."""
-        from memcluster.ops import DeleteOp
-
         self._fence(epoch)
-        assert self.backend is not None
-        return self.backend.delete_many([DeleteOp(k, ns) for ns, k in keys])
-
-    def is_empty(self) -> bool:
-        records, _ = self.export(None, 1)
-        return not records
+        with self._lock:
+            return self._opened().delete_many([DeleteOp(k, ns) for ns, k in keys])
 
     def stats(self) -> dict[str, Any]:
         """Ping fields plus live records, their encoded bytes, state and op counters."""
-        from memcluster import codec
-
         count, size, cursor = 0, 0, None
         while self.backend is not None:
-            records, cursor = self.export(cursor, _PAGE)
+            with self._lock:
+                if self.backend is None:
+                    break
+                records, cursor = self.backend.export(cursor=cursor, limit=_PAGE)
             count += len(records)
             size += sum(len(codec.encode(r.value)) for r in records)
             if cursor is None:
@@ -352,27 +387,4 @@ class ShardCore:
                 "hydration": 0.0 if self.hydrating else 1.0, "ops": self.op_stats.snapshot()}
 
 
-# ---- Ray: the class made remote in one place, and the handle ------------------------
-
-
-class ShardActor(ShardCore):
-    """`ShardCore` as it runs in its own actor process."""
-
-    def open(self) -> dict[str, Any]:
-        info = super().open()
-        # The worker's start-up heap (Ray's own ~100k objects) moves out of the collector's
-        # reach: otherwise every full collection rescans it, a ~40% tax on batch throughput.
-        gc.freeze()
-        return info
-
-
-def shard_actor_class() -> Any:
-    """`ShardActor` as a Ray actor class (imported lazily so the core needs no Ray)."""
-    import ray
-
-    # `ping` runs in its own concurrency group: a long batch or export in the mailbox must
-    # not look like a dead shard, while a frozen (SIGSTOP) process still misses its pings.
-    return ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1,
-                      concurrency_groups={"health": 1})(ShardActor)
-
-
+__all__ = ["Peers", "ShardCore"]

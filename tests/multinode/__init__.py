@@ -1,0 +1,1 @@
+"""Multi-node tests on `ray.cluster_utils.Cluster` (see `scenarios.py`)."""
