@@ -189,8 +189,11 @@ class SearchOp:
     @classmethod
     def make(cls, query: Query | str | None = None, *, namespace: Any = "",
              mode: Any = None, ranking: Any = None, **overrides: Any) -> SearchOp:
+        rank = Ranking.of(ranking)
+        if rank is not None:
+            codec.check_text(rank.importance_field, "ranking.importance_field")
         return cls(check_query(Query.of(query, **overrides)), codec.check_namespace(namespace),
-                   None, check_mode(mode), Ranking.of(ranking))
+                   None, check_mode(mode), rank)
 
 
 @dataclass(frozen=True, slots=True)

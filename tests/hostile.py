@@ -182,6 +182,13 @@ valid_orders = st.sampled_from([OMIT, OMIT, "key", "-key", "version", "-version"
 bad_orders = st.sampled_from(["score", "-score", "bogus", 5, "--key"])
 valid_min_scores = st.just(OMIT)
 bad_min_scores = st.sampled_from([0.0, 0.5, math.nan, "x", True])
+# search modes and ranking are for semantic sources; elsewhere they are UnsupportedQuery
+valid_modes = st.just(OMIT)
+bad_modes = st.sampled_from(["vector", "hybrid", "bogus", 5, ["vector"]])
+valid_rankings = st.just(OMIT)
+bad_rankings = st.sampled_from([{"recency": 0.5}, {"recency": 10 ** 400}, {"half_life": 0},
+                                {1: 2, "recency": 1}, {"importance_field": "\ud800"},
+                                {"relevance": math.nan}, "x", [("recency", 1)]])
 
 
 # ---- calls ----------------------------------------------------------------------------------
@@ -272,7 +279,8 @@ SIGNATURES: dict[str, tuple[tuple[str, ...], dict[str, Arg]]] = {
         "limit": (valid_limits, bad_limits), "offset": (valid_offsets, bad_offsets),
         "filter": (valid_filters, bad_filters), "pattern": (valid_patterns, bad_patterns),
         "order_by": (valid_orders, bad_orders),
-        "min_score": (valid_min_scores, bad_min_scores)}),
+        "min_score": (valid_min_scores, bad_min_scores),
+        "mode": (valid_modes, bad_modes), "ranking": (valid_rankings, bad_rankings)}),
     "count": (("text",), {
         "text": (valid_query_texts, bad_query_texts), "namespace": NS,
         "filter": (valid_filters, bad_filters), "pattern": (valid_patterns, bad_patterns)}),
@@ -494,7 +502,10 @@ class Model:
             q = Query.of(call.args[0], filter=kw.get("filter"), pattern=kw.get("pattern"))
             q = Query(text=q.text, pattern=q.pattern, filter=q.filter)
         else:
-            q = SearchOp.make(call.args[0], **kw).query
+            op = SearchOp.make(call.args[0], **kw)
+            if op.mode is not None or op.ranking is not None:
+                raise UnsupportedQuery("search modes and ranking need a semantic source")
+            q = op.query
         if q.min_score is not None or (q.order_by or "").lstrip("-") == "score":
             raise UnsupportedQuery("no similarity score")
         if call.method == "count":
