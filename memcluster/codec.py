@@ -1,4 +1,4 @@
-"""msgpack encoding plus the key, namespace, value, metadata and TTL rules.
+"""msgpack encoding plus the key, namespace, value, metadata, TTL and version rules.
 
 Everything that enters memcluster passes through here once, at the edge, so that a bad
 value is rejected before anything is written and the encoded bytes can travel to a shard
@@ -6,6 +6,27 @@ and into a store without being encoded again. Values are what msgpack carries na
 None, bool, 64-bit ints, floats, str, bytes, lists and dicts with str keys. Tuples, sets,
 custom objects and non-str dict keys are rejected rather than silently converted, because
 they would not come back as they went in.
+
+The rules are the same for every backend, so that all of them accept exactly the same
+inputs (a store that cannot hold something must not be the one to discover it, halfway
+through a write):
+
+- **Text is valid UTF-8.** A str holding a lone surrogate (`"\ud800"`, a legal JSON
+  escape) is refused wherever it appears: in a key or namespace (`InvalidKey`), in a value,
+  metadata, filter, pattern, query text or cursor (`InvalidValue`). No store can encode it,
+  and some (files, SQLite) found out only after they had changed their state.
+- **Keys and namespaces hold no NUL** (`InvalidKey`): PostgreSQL text cannot store it, so
+  accepting it elsewhere would make backends disagree. Values and metadata may hold NUL;
+  every backend stores them exactly (PostgreSQL keeps them in msgpack bytea).
+- **Metadata is bounded like a value** when a size limit is given (`StoreOp.make`), and
+  nested at most `MAX_METADATA_DEPTH` (16) deep: the stores that index it keep it in a
+  JSON column, and MariaDB's refuses JSON nested 32 deep (values, kept as msgpack bytes
+  everywhere, may nest 64 deep).
+- **TTL is at most `MAX_TTL` (100 years).** Longer is "never" (`ttl=None`); the bound keeps
+  `now + ttl` and Redis's PEXPIRE milliseconds far inside what every store represents,
+  where 1e17 seconds overflowed Redis after it had already replaced the record.
+- **Versions fit a signed 64-bit int** (`MAX_VERSION`): the column type of the SQL stores
+  and what the cluster's wire format carries.
 """
 
 from __future__ import annotations
@@ -23,6 +44,9 @@ from memcluster.errors import InvalidKey, InvalidValue
 MAX_KEY_BYTES = 512
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 MAX_DEPTH = 64
+MAX_METADATA_DEPTH = 16
+MAX_TTL = 100 * 365.25 * 86400.0  # seconds: 100 years
+MAX_VERSION = (1 << 63) - 1
 _INT_MIN = -(1 << 63)
 _INT_MAX = (1 << 64) - 1
 _SCALARS = (str, bytes, float, bool, type(None))
@@ -81,24 +105,46 @@ def check_native(value: Any, *, what: str = "value", depth: int = MAX_DEPTH) -> 
                                "(None, bool, int, float, str, bytes, list, dict)")
 
 
-def encode_value(value: Any, *, max_bytes: int = DEFAULT_MAX_VALUE_BYTES) -> bytes:
-    """Validate `value` and return its encoding; `InvalidValue` if not native or too large."""
-    check_native(value)
-    blob = encode(value)
-    if len(blob) > max_bytes:
-        raise InvalidValue(f"value is {len(blob)} bytes encoded, over the limit of {max_bytes}")
+def encode_value(value: Any, *, max_bytes: int | None = DEFAULT_MAX_VALUE_BYTES,
+                 what: str = "value", depth: int = MAX_DEPTH) -> bytes:
+    """Validate `value` and return its encoding; `InvalidValue` if it is not native, nested
+    deeper than `depth`, holds a str that is not valid UTF-8, or is larger than
+    `max_bytes` (None: no limit)."""
+    check_native(value, what=what, depth=depth)
+    try:
+        blob = encode(value)
+    except UnicodeEncodeError:  # msgpack encodes str strictly: a lone surrogate
+        raise InvalidValue(f"{what}: a str is not valid UTF-8 "
+                           "(it holds a lone surrogate)") from None
+    if max_bytes is not None and len(blob) > max_bytes:
+        raise InvalidValue(f"{what} is {len(blob)} bytes encoded, over the limit of {max_bytes}")
     return blob
 
 
+def _check_name(text: str, what: str) -> str:
+    """`text` (a key or namespace) if valid UTF-8 of at most 512 bytes without NUL."""
+    if text.isascii():
+        size = len(text)
+    else:
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidKey(f"{what} is not valid UTF-8 (it holds a lone surrogate)") from None
+    if size > MAX_KEY_BYTES:
+        raise InvalidKey(f"{what} is longer than {MAX_KEY_BYTES} UTF-8 bytes")
+    if "\x00" in text:
+        raise InvalidKey(f"{what} must not contain NUL characters")
+    return text
+
+
 def check_key(key: Any) -> str:
-    """Return `key` if it is a non-empty str of at most 512 UTF-8 bytes, else `InvalidKey`."""
+    """Return `key` if it is a non-empty str of at most 512 UTF-8 bytes (valid UTF-8, no
+    NUL), else `InvalidKey`."""
     if type(key) is not str:
         raise InvalidKey(f"key must be str, got {type(key).__name__}")
     if not key:
         raise InvalidKey("key must not be empty")
-    if len(key) > MAX_KEY_BYTES // 4 and len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKey(f"key is longer than {MAX_KEY_BYTES} UTF-8 bytes")
-    return key
+    return _check_name(key, "key")
 
 
 def check_namespace(namespace: Any) -> str:
@@ -111,40 +157,69 @@ def check_namespace(namespace: Any) -> str:
         ns = "/".join(namespace)
     else:
         raise InvalidKey(f"namespace must be str or a tuple of str, got {type(namespace).__name__}")
-    if len(ns) > MAX_KEY_BYTES // 4 and len(ns.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
-        raise InvalidKey(f"namespace is longer than {MAX_KEY_BYTES} UTF-8 bytes")
-    return ns
+    return _check_name(ns, "namespace") if ns else ns
 
 
-def check_metadata(metadata: Any) -> dict[str, Any]:
-    """Return a plain dict copy of `metadata` (None -> {}), validated as msgpack-native."""
+def check_text(text: Any, what: str, *, nul: bool = False) -> str:
+    """Return `text` if it is a str of valid UTF-8 (and, unless `nul`, without NUL), else
+    `InvalidValue`. For what is matched against keys (patterns, cursors: keys hold no NUL)
+    and against values (query text: `nul=True`)."""
+    if type(text) is not str:
+        raise InvalidValue(f"{what} must be str, got {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidValue(f"{what} is not valid UTF-8 (it holds a lone surrogate)") from None
+    if not nul and "\x00" in text:
+        raise InvalidValue(f"{what} must not contain NUL characters (keys cannot hold them)")
+    return text
+
+
+def check_metadata(metadata: Any, *, max_bytes: int | None = None) -> dict[str, Any]:
+    """Return a plain dict copy of `metadata` (None -> {}), validated like a value
+    (msgpack-native, valid UTF-8, at most `max_bytes` encoded when given) and nested at
+    most `MAX_METADATA_DEPTH` deep."""
     if metadata is None:
         return {}
     if not isinstance(metadata, Mapping):
         raise InvalidValue(f"metadata must be a dict, got {type(metadata).__name__}")
     meta = dict(metadata)
-    check_native(meta, what="metadata")
+    if meta:
+        encode_value(meta, max_bytes=max_bytes, what="metadata", depth=MAX_METADATA_DEPTH)
     return meta
 
 
 def check_ttl(ttl: Any) -> float | None:
-    """Return `ttl` as positive float seconds, or None for never; `InvalidValue` otherwise."""
+    """Return `ttl` as float seconds in (0, MAX_TTL], or None for never; else `InvalidValue`."""
     if ttl is None:
         return None
     if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
         raise InvalidValue(f"ttl must be a number of seconds, got {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise InvalidValue(f"ttl must be a positive number of seconds, got {ttl!r}")
-    return float(ttl)
+    seconds = float(ttl) if type(ttl) is float or abs(ttl) <= MAX_TTL else math.inf
+    if not (0 < seconds <= MAX_TTL):  # also refuses NaN
+        raise InvalidValue(f"ttl must be a positive number of seconds up to {MAX_TTL:.0f} "
+                           f"(100 years; None means never), got {_short(ttl)}")
+    return seconds
 
 
 def check_version(version: Any, *, what: str = "if_version") -> int | None:
-    """Return an expected version (int >= 0) or None; `InvalidValue` otherwise."""
+    """Return an expected version (int in [0, MAX_VERSION]) or None; `InvalidValue` otherwise."""
     if version is None:
         return None
-    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise InvalidValue(f"{what} must be an int >= 0, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) \
+            or not 0 <= version <= MAX_VERSION:
+        raise InvalidValue(f"{what} must be an int from 0 to 2**63-1, got {_short(version)}")
     return version
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters, for messages about untrusted input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 # ---- a JSON-safe form of native values (files json/yaml format, SQL JSON metadata) ----------

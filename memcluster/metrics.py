@@ -1,7 +1,7 @@
 """Prometheus metrics: cheap accumulators in each process, one collector that renders them.
 
 Core types: `OpStats` (counts by op and outcome plus a latency histogram, a few dict
-updates per batch, picklable snapshots), `ClusterCollector` (turns a cluster report —
+updates per batch, JSON-safe snapshots), `ClusterCollector` (turns a cluster report —
 what the manager gathers from every shard — into metric families at scrape time) and, on
 the client side, `ClientStats` (one memory surface's `OpStats` per source, fed once per
 surface call by `MemorySurface`) with the process's `ClientRegistry`, which
@@ -69,23 +69,40 @@ class OpStats:
             hist[-1] += n
 
     def snapshot(self) -> dict[str, Any]:
+        """JSON-safe plain data: {"counts": {op: {outcome: n}}, "hist": {op: [bucket
+        counts..., sum, count]}}. Nested by op rather than keyed by (op, outcome) tuples,
+        so a status that carries it can be `json.dumps`ed as it is."""
         with self._lock:
-            return {"counts": dict(self._counts),
-                    "hist": {op: list(v) for op, v in self._hist.items()}}
+            counts: dict[str, dict[str, int]] = {}
+            for (op, outcome), n in self._counts.items():
+                counts.setdefault(op, {})[outcome] = n
+            return {"counts": counts, "hist": {op: list(v) for op, v in self._hist.items()}}
 
     @staticmethod
     def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         """Sum several snapshots (e.g. every shard of one source)."""
-        counts: dict[tuple[str, str], int] = {}
+        counts: dict[str, dict[str, int]] = {}
         hist: dict[str, list[float]] = {}
         for snap in snapshots:
-            for key, n in snap.get("counts", {}).items():
-                counts[tuple(key)] = counts.get(tuple(key), 0) + n  # type: ignore[index]
+            for op, outcomes in snap.get("counts", {}).items():
+                acc_counts = counts.setdefault(op, {})
+                for outcome, n in outcomes.items():
+                    acc_counts[outcome] = acc_counts.get(outcome, 0) + n
             for op, values in snap.get("hist", {}).items():
                 acc = hist.setdefault(op, [0.0] * len(values))
                 for i, v in enumerate(values):
                     acc[i] += v
         return {"counts": counts, "hist": hist}
+
+    @staticmethod
+    def total(snapshot: Mapping[str, Any] | None, op: str | None = None, *,
+              failed: bool = False) -> int:
+        """How many operations a snapshot counts: of `op` (None: every op), only those
+        whose outcome was not "ok" with `failed`."""
+        counts = (snapshot or {}).get("counts", {})
+        ops = counts.values() if op is None else [counts.get(op, {})]
+        return sum(n for outcomes in ops for outcome, n in outcomes.items()
+                   if not (failed and outcome == "ok"))
 
 
 def _histogram_buckets(values: list[float]) -> list[tuple[str, float]]:
@@ -106,8 +123,9 @@ def op_families(prefix: str, stats_by_source: Mapping[str, Mapping[str, Any]],
     latency = HistogramMetricFamily(f"{prefix}_operation_duration_seconds",
                                     "Operation latency by source and op.", labels=["source", "op"])
     for source, snap in sorted(stats_by_source.items()):
-        for (op, outcome), n in sorted(snap.get("counts", {}).items()):
-            ops.add_metric([source, op, outcome], n)
+        for op, outcomes in sorted(snap.get("counts", {}).items()):
+            for outcome, n in sorted(outcomes.items()):
+                ops.add_metric([source, op, outcome], n)
         for op, values in sorted(snap.get("hist", {}).items()):
             latency.add_metric([source, op], _histogram_buckets(values), sum_value=values[-2])
     return [ops, latency]

@@ -17,6 +17,11 @@ from typing import Any, TypeVar
 from memcluster.errors import InvalidValue
 
 ORDER_FIELDS = ("key", "created_at", "updated_at", "score", "version")
+MAX_LIMIT = (1 << 31) - 1
+"""The largest limit or offset any call takes (`Query`, `list_keys`). A 32-bit bound:
+every store takes it as a LIMIT/OFFSET (a 64-bit one overflowed SQLite and PostgreSQL),
+`offset + limit` stays far inside 64 bits wherever it is added up, and no page can hold
+that many records anyway."""
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 T = TypeVar("T")
 
@@ -90,14 +95,24 @@ new_record = fast_constructor(Record)
 score)` with every field given, for hot paths (see `fast_constructor`)."""
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidValue(f"Query.{name} must be an int >= {minimum}, got {value!r}")
+def check_count(name: str, value: Any, minimum: int) -> int:
+    """`value` if it is an int from `minimum` to `MAX_LIMIT` (a limit, an offset), else
+    `InvalidValue` naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not minimum <= value <= MAX_LIMIT:
+        shown = repr(value) if isinstance(value, (int, float)) and abs(value) < 1e30 \
+            else f"<{type(value).__name__}>"
+        raise InvalidValue(f"{name} must be an int from {minimum} to 2**31-1, got {shown}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
 class Query:
     """What to search for. Fields left None are not constraints.
+
+    Checked here for shape (types, limit and offset from 0 to `MAX_LIMIT`); the contents
+    of text, pattern and filter are checked where a query enters an op
+    (`SearchOp.make`, `CountOp.make`), with the value rules of `memcluster.codec`.
 
     text: case-insensitive substring on key and value (key-value backends) or semantic
     similarity (vector backends). pattern: glob on keys. filter: metadata operators
@@ -120,8 +135,8 @@ class Query:
             raise InvalidValue(f"Query.pattern must be str, got {type(self.pattern).__name__}")
         if self.filter is not None and not isinstance(self.filter, dict):
             raise InvalidValue(f"Query.filter must be a dict, got {type(self.filter).__name__}")
-        _check_int("limit", self.limit, 0)
-        _check_int("offset", self.offset, 0)
+        check_count("Query.limit", self.limit, 0)
+        check_count("Query.offset", self.offset, 0)
         if self.order_by is not None and (
             not isinstance(self.order_by, str) or self.order_by.lstrip("-") not in ORDER_FIELDS
         ):
@@ -148,11 +163,18 @@ class Query:
 
 
 def _check_number(name: str, value: Any, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value < 0 or (positive and value == 0):
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond any float
+            number = math.inf
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        shown = repr(value)[:40] if isinstance(value, float) or number == number \
+            else type(value).__name__
         raise InvalidValue(f"Ranking.{name} must be a finite number "
-                           f"{'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
+                           f"{'> 0' if positive else '>= 0'}, got {shown}")
+    return number
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +216,9 @@ class Ranking:
             return value
         if not isinstance(value, Mapping):
             raise InvalidValue(f"ranking must be a Ranking or a dict, got {type(value).__name__}")
-        unknown = sorted(set(value) - set(cls.__dataclass_fields__))
+        unknown = [repr(k)[:40] for k in value if k not in cls.__dataclass_fields__]
         if unknown:
-            raise InvalidValue(f"ranking: unknown field(s) {', '.join(map(str, unknown))}; "
+            raise InvalidValue(f"ranking: unknown field(s) {', '.join(unknown)}; "
                                f"known: {', '.join(cls.__dataclass_fields__)}")
         return cls(**value)
 

@@ -14,6 +14,13 @@ Batches build thousands of ops per call, so the hot paths skip the frozen datacl
 `__init__` (`new_store_op`, see `model.fast_constructor`) once every field is checked, and
 `StoreOp.make_plain` is `make` for the common unconditional item. A write's `op_id` (from
 `new_op_id`) is best given when the op is made: the router would otherwise rebuild it.
+
+What `make` checks is the same for every backend and every surface (local manager,
+cluster client, tools, CLI), so all backends accept exactly the same inputs: the key,
+value, metadata, TTL and version rules of `memcluster.codec`; a query's text, pattern and
+filter (valid UTF-8, a filter msgpack-native, at most `codec.MAX_DEPTH` deep and
+well-formed by `query.check_filter`); limits and offsets from `model.MAX_LIMIT` down; and
+flags that are real bools (`overwrite="no"` is an error, not True).
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from memcluster import codec
-from memcluster.errors import VersionConflict
-from memcluster.model import Query, Ranking, Record, check_mode, fast_constructor
+from memcluster.errors import InvalidValue, VersionConflict
+from memcluster.model import Query, Ranking, Record, check_count, check_mode, fast_constructor
+from memcluster.query import check_filter
 
 _counter = itertools.count()
 _PROCESS = os.urandom(6).hex()
@@ -57,8 +65,9 @@ class StoreOp:
              max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES, op_id: str | None = None) -> StoreOp:
         new = new_store_op if cls is StoreOp else cls  # every field is checked right here
         return new(codec.check_key(key), codec.encode_value(value, max_bytes=max_bytes),
-                   codec.check_namespace(namespace), codec.check_metadata(metadata),
-                   codec.check_ttl(ttl), codec.check_version(if_version), bool(overwrite), op_id)
+                   codec.check_namespace(namespace),
+                   codec.check_metadata(metadata, max_bytes=max_bytes), codec.check_ttl(ttl),
+                   codec.check_version(if_version), _flag(overwrite, "overwrite"), op_id)
 
     @classmethod
     def make_plain(cls, key: Any, value: Any, namespace: str, max_bytes: int,
@@ -155,8 +164,8 @@ class UpdateOp:
              max_bytes: int = codec.DEFAULT_MAX_VALUE_BYTES,
              op_id: str | None = None) -> UpdateOp:
         if not callable(fn):
-            raise codec.InvalidValue(f"update needs a callable, got {type(fn).__name__}")
-        meta = None if metadata is None else codec.check_metadata(metadata)
+            raise InvalidValue(f"update needs a callable, got {type(fn).__name__}")
+        meta = None if metadata is None else codec.check_metadata(metadata, max_bytes=max_bytes)
         return cls(codec.check_key(key), fn, codec.check_namespace(namespace), meta,
                    codec.check_ttl(ttl), max_bytes, op_id)
 
@@ -180,8 +189,11 @@ class SearchOp:
     @classmethod
     def make(cls, query: Query | str | None = None, *, namespace: Any = "",
              mode: Any = None, ranking: Any = None, **overrides: Any) -> SearchOp:
-        return cls(Query.of(query, **overrides), codec.check_namespace(namespace), None,
-                   check_mode(mode), Ranking.of(ranking))
+        rank = Ranking.of(ranking)
+        if rank is not None:
+            codec.check_text(rank.importance_field, "ranking.importance_field")
+        return cls(check_query(Query.of(query, **overrides)), codec.check_namespace(namespace),
+                   None, check_mode(mode), rank)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +207,7 @@ class CountOp:
 
     @classmethod
     def make(cls, query: Query | str | None = None, *, namespace: Any = "") -> CountOp:
-        return cls(Query.of(query), codec.check_namespace(namespace))
+        return cls(check_query(Query.of(query)), codec.check_namespace(namespace))
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,12 +224,11 @@ class ListKeysOp:
     @classmethod
     def make(cls, *, namespace: Any = "", pattern: str | None = None, limit: int = 100,
              cursor: str | None = None) -> ListKeysOp:
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise codec.InvalidValue(f"limit must be an int >= 1, got {limit!r}")
-        if pattern is not None and not isinstance(pattern, str):
-            raise codec.InvalidValue(f"pattern must be str, got {type(pattern).__name__}")
-        if cursor is not None and not isinstance(cursor, str):
-            raise codec.InvalidValue(f"cursor must be str or None, got {type(cursor).__name__}")
+        check_count("limit", limit, 1)
+        if pattern is not None:
+            codec.check_text(pattern, "pattern")
+        if cursor is not None:
+            codec.check_text(cursor, "cursor")
         return cls(codec.check_namespace(namespace), pattern, limit, cursor)
 
 
@@ -255,6 +266,25 @@ class ReplicateOp:
     @property
     def namespace(self) -> str:
         return self.record.namespace
+
+
+def check_query(query: Query) -> Query:
+    """`query` if its text, pattern and filter are valid (see the module docstring), else
+    `InvalidValue` (or `UnsupportedQuery` for an unknown filter operator)."""
+    if query.text is not None:
+        codec.check_text(query.text, "Query.text", nul=True)  # values may hold NUL
+    if query.pattern is not None:
+        codec.check_text(query.pattern, "Query.pattern")
+    if query.filter:
+        codec.encode_value(query.filter, what="filter")
+        check_filter(query.filter)
+    return query
+
+
+def _flag(value: Any, what: str) -> bool:
+    if type(value) is not bool:
+        raise InvalidValue(f"{what} must be true or false, got {type(value).__name__}")
+    return value
 
 
 # ---- cluster-internal scatter ops (sent by the router to shards) ----------------------------

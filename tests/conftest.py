@@ -11,10 +11,27 @@ import pytest
 from tests.support import RedisServer, free_port, require_service
 
 
-def pytest_report_header(config: pytest.Config) -> str:
+def pytest_configure(config: pytest.Config) -> None:
+    """Choose the session's seed before any test module is imported (modules read it at
+    import). Set here, not in `pytest_report_header`: pytest skips the header under -q,
+    which is how CI runs, and the seed was then never set."""
     seed = os.environ.get("MEMCLUSTER_TEST_SEED") or str(random.randrange(1 << 30))
     os.environ["MEMCLUSTER_TEST_SEED"] = seed
-    return f"memcluster test seed: {seed} (set MEMCLUSTER_TEST_SEED to replay)"
+
+
+def _seed_line() -> str:
+    return (f"memcluster test seed: {os.environ['MEMCLUSTER_TEST_SEED']} "
+            "(set MEMCLUSTER_TEST_SEED to replay)")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return _seed_line()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int,
+                            config: pytest.Config) -> None:
+    """The seed again at the end, where -q (no header) still prints it."""
+    terminalreporter.write_line(_seed_line())
 
 
 @pytest.fixture(scope="session")

@@ -50,7 +50,7 @@ import yaml
 from memcluster import codec, query
 from memcluster.backends.atomic_file import lock_exclusive, remove_stale_temps, replace_file
 from memcluster.backends.base import Capabilities, MemoryBackend, chain_stores, check_options
-from memcluster.errors import ConfigError, SourceUnavailable
+from memcluster.errors import ConfigError, InvalidValue, MemclusterError, SourceUnavailable
 from memcluster.model import Page, Query, Record
 from memcluster.ops import (
     CountOp,
@@ -213,8 +213,10 @@ class FilesBackend(MemoryBackend):
     def _commit(self, changes: dict[tuple[str, str], Record | None]) -> None:
         """Apply `changes` ((namespace, key) -> record or None to delete) and persist them.
 
-        Expired records are purged first. If the write fails, the in-memory state is put
-        back, so memory never claims what the file does not hold.
+        Expired records are purged first. If the write fails for any reason (not only an
+        OSError: a document the format cannot encode, an interrupt), the in-memory state is
+        put back before the error leaves, so memory never claims what the file does not
+        hold and one bad write cannot wedge the store for every later one.
         """
         self._check_open()
         self._purge()
@@ -228,14 +230,20 @@ class FilesBackend(MemoryBackend):
                 records[key] = record
         try:
             self._write()
-        except OSError as exc:
+        except BaseException as exc:
             for (ns, key), record in undo.items():
                 if record is None:
                     self._data.get(ns, {}).pop(key, None)
                 else:
                     self._data.setdefault(ns, {})[key] = record
-            raise SourceUnavailable(f"files store {str(self._file)!r} could not be written: "
-                                    f"{exc.strerror or exc}") from exc
+            if isinstance(exc, OSError):
+                raise SourceUnavailable(f"files store {str(self._file)!r} could not be "
+                                        f"written: {exc.strerror or exc}") from exc
+            if isinstance(exc, Exception) and not isinstance(exc, MemclusterError):
+                raise InvalidValue(f"files store {str(self._file)!r} cannot encode this write "
+                                   f"as {self._format} ({type(exc).__name__}); nothing was "
+                                   "changed") from exc
+            raise
         finally:
             for ns in {ns for ns, _ in changes}:
                 if not self._data.get(ns):

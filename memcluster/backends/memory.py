@@ -530,7 +530,7 @@ class MemoryStoreBackend(MemoryBackend):
         rec = op.record
         codec.check_key(rec.key)
         codec.check_namespace(rec.namespace)
-        codec.check_native(rec.value)
+        blob = codec.encode_value(rec.value, max_bytes=None)
         meta = codec.check_metadata(rec.metadata)
         codec.check_version(rec.version, what="record.version")
         now = self.clock()
@@ -538,7 +538,7 @@ class MemoryStoreBackend(MemoryBackend):
             current = self._live(rec.namespace, rec.key, now)
             if current is not None and current.version >= rec.version:
                 return False  # no room check: a replica follows its primary (see above)
-            entry = _Entry(codec.encode(rec.value), _encode_meta(meta), rec.version,
+            entry = _Entry(blob, _encode_meta(meta), rec.version,
                            rec.created_at, rec.updated_at, rec.expires_at)
             self._put(rec.namespace, rec.key, entry)
             return True

@@ -9,8 +9,9 @@ Translations mean exactly what `memcluster.query` means: numbers as numbers via
 exactly), strings by code point via COLLATE "C", equality by jsonb equality (which like the
 engine keeps `true` apart from 1 and compares lists and dicts deeply), `$contains` as array
 membership or `strpos`. A glob becomes LIKE (`[...]` classes are not exact), text is
-`strpos` over the `search_text` column. Paths with an integer segment are declined: jsonb's
-`#>` indexes arrays, the engine's paths reach only dicts. See `sql_query` for the
+`strpos` over the `search_text` column. Paths with a segment jsonb reads as an integer
+(`0`, `-1`, and also `+0`, ` 0`) are declined: jsonb's `#>` indexes arrays, the engine's
+paths reach only dicts. See `sql_query` for the
 superset-plus-engine rule these follow.
 """
 
@@ -27,7 +28,10 @@ from memcluster.backends.sql_query import FilterCompiler, SqlQuery, glob_to_like
 from memcluster.model import Query
 
 LIVE = "(expires_at IS NULL OR expires_at > %s)"
-_INDEX_SEGMENT = re.compile(r"-?\d+")
+# What jsonb's `#>` reads as an array index: PostgreSQL parses a path element with strtol,
+# which skips leading whitespace and takes a sign, so "+0", " 0" and "\t-1" index arrays
+# too. Matching more than that (Python's \s and \d are wider) only declines more paths.
+_INDEX_SEGMENT = re.compile(r"\s*[+-]?\d+")
 _SIGNS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 

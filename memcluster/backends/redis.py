@@ -64,10 +64,30 @@ _FIELDS = ("v", "m", "ver", "c", "u", "e")
 _CHUNK = 500
 _GLOB = "*?["
 
+# Every script checks its arguments before its first write: Redis does not roll a script
+# back when a later command fails, so a PEXPIRE refused after DEL and HSET would leave half
+# a record (retrievable, but missing from the key index). The check's error starts with
+# this marker and becomes InvalidValue.
+_ARG_ERROR = "memcluster-invalid-argument"
+_CHECK_TTL = """
+if ARGV[{i}] ~= '' then
+  local ms = tonumber(ARGV[{i}])
+  if not ms or ms < 1 or ms > {max_ms} or ms ~= math.floor(ms) then
+    return redis.error_reply('{marker}: ttl_ms ' .. ARGV[{i}])
+  end
+end
+"""
+_MAX_TTL_MS = int(codec.MAX_TTL * 1000) + 1000
+
+
+def _check_ttl_lua(index: int) -> str:
+    return _CHECK_TTL.format(i=index, max_ms=_MAX_TTL_MS, marker=_ARG_ERROR)
+
+
 # KEYS: record, index, spaces. ARGV: expected (-1 = none), value, meta, now, expires
 # ("" = never), ttl_ms ("" = never), key, namespace.
 # Returns {version, created} or {-1, actual} on a CAS conflict.
-_STORE = """
+_STORE = _check_ttl_lua(6) + """
 local cur = redis.call('HMGET', KEYS[1], 'ver', 'c', 'e')
 local now = tonumber(ARGV[4])
 local version = 0
@@ -92,7 +112,7 @@ return {version, created}
 
 # Same KEYS; ARGV: now, value, meta, version, created, updated, expires, ttl_ms, key, ns.
 # Installs the record unless a live copy has version >= it. Returns 1 if installed.
-_REPLICATE = """
+_REPLICATE = _check_ttl_lua(8) + """
 local cur = redis.call('HMGET', KEYS[1], 'ver', 'e')
 local now = tonumber(ARGV[1])
 if cur[1] and not (cur[2] and cur[2] ~= '' and tonumber(cur[2]) <= now)
@@ -159,7 +179,9 @@ def _ttl_ms(expires_at: float | None, now: float) -> bytes:
 
 
 def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
-    """Turn redis connection and timeout errors into SourceUnavailable (password masked)."""
+    """Turn redis errors into ours (password masked): connection and timeout errors are
+    SourceUnavailable, a script's argument check InvalidValue, any other error reply
+    (OOM, READONLY, ...) SourceUnavailable: the server refused the command."""
 
     @functools.wraps(method)
     def wrapper(self: RedisBackend, *args: Any, **kwargs: Any) -> T:
@@ -169,6 +191,13 @@ def _unavailable(method: Callable[..., T]) -> Callable[..., T]:
             raise SourceUnavailable(
                 f"redis at {self.safe_url} is unavailable: "
                 f"{type(exc).__name__}: {redact_text(str(exc), self._password)}") from None
+        except redis.exceptions.ResponseError as exc:
+            message = redact_text(str(exc), self._password)
+            if _ARG_ERROR in message:
+                raise InvalidValue(f"redis refused an argument before writing anything: "
+                                   f"{message}") from None
+            raise SourceUnavailable(f"redis at {self.safe_url} refused the command: "
+                                    f"{message}") from None
 
     return wrapper
 

@@ -159,8 +159,11 @@ def _set_items(body: str) -> str | None:
 # ---- filters ------------------------------------------------------------------------------
 
 def _path(name: str) -> str:
+    """A JSON path for a dotted field name, or `_Untranslatable` where SQLite would not
+    find the key as written: a quote, backslash or control character (the JSON text holds
+    it escaped, the path label raw), or an empty segment."""
     parts = name.split(".")
-    if any(not p or '"' in p or "\\" in p or "\x00" in p for p in parts):
+    if any(not p or '"' in p or "\\" in p or min(p) < " " for p in parts):
         raise _Untranslatable(name)
     return "$" + "".join(f'."{p}"' for p in parts)
 

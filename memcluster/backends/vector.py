@@ -277,17 +277,24 @@ class VectorBackend(MemoryBackend):
 
     def _commit(self, puts: list[tuple[Record, np.ndarray]], drops: list[tuple[str, str]],
                 wipe: tuple[str | None] | None = None) -> None:
-        """Persist (if a path is set) then apply: memory never claims what the log lacks."""
+        """Persist (if a path is set) then apply: memory never claims what the log lacks.
+
+        Entries that failed to append are discarded, never left pending for the next
+        batch to commit with its own (all or nothing, per batch)."""
         journal = self._journal
         if journal is None and self._path is not None:
             raise SourceUnavailable("vector store is closed")
         if journal is not None:
-            if wipe is not None:
-                journal.wipe(wipe[0])
-            for ns, key in drops:
-                journal.drop(ns, key)
-            for record, vector in puts:
-                journal.put(record, vector)
+            try:
+                if wipe is not None:
+                    journal.wipe(wipe[0])
+                for ns, key in drops:
+                    journal.drop(ns, key)
+                for record, vector in puts:
+                    journal.put(record, vector)
+            except BaseException:
+                journal.discard()
+                raise
             journal.commit()
         if wipe is not None:
             self._wipe(wipe[0])

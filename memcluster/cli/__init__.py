@@ -6,7 +6,12 @@ against `MemorySurface`), `cluster` (up, down, status, scale, rebalance, bench),
 and `mcp` (the MCP server command). `main(argv) -> int` is the console script.
 
 Exit status: 0 success, 1 failed operation (a missing key for `get` or `del` too), 2 bad
-usage; an error is one line on stderr, a traceback only with `--debug`. Rejected
+usage (the shape of the command line: an unknown option, a `--filter` that is not a JSON
+object, a `--limit` below 1; the memory judging what it is given, e.g. an empty key, is a
+failed operation); an error is one line on stderr, a traceback only with `--debug`.
+Drivers' own log lines (psycopg_pool logs each failed connection attempt as a WARNING)
+show only with `--debug`, through memcluster's redacting handler; otherwise the one error
+line says what failed. Rejected
 alternative: argparse's own two-line usage errors and Python tracebacks, which bury the one
 line that matters. Importing this package does not import Ray: the cluster commands import
 it when they run.
@@ -15,12 +20,21 @@ it when they run.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
 from memcluster import logs
 from memcluster.cli import cluster, data, demo, mcp, serve
-from memcluster.cli.output import ENV_CLUSTER, PROG, CommandFailed, UsageError, emit, table
+from memcluster.cli.output import (
+    ENV_CLUSTER,
+    PROG,
+    CommandFailed,
+    UsageError,
+    emit,
+    one_line,
+    table,
+)
 from memcluster.cli.parser import build_parser
 from memcluster.errors import ConfigError, MemclusterError, UnknownSource
 from memcluster.manager.surface import MemorySurface
@@ -57,18 +71,38 @@ def _dispatch(args: argparse.Namespace) -> int:
     return int(COMMANDS[args.command](args) or 0)
 
 
+DRIVER_LOGGERS = ("psycopg",)
+
+
+def _route_driver_logs(debug: bool) -> None:
+    """Drivers' loggers through memcluster's handler with `--debug`, else silent (see the
+    module docstring); never Python's last-resort handler, which prints unredacted."""
+    handlers = logging.getLogger(logs.ROOT).handlers if debug else [logging.NullHandler()]
+    for name in DRIVER_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = list(handlers)
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG if debug else logging.CRITICAL)
+
+
+def _error(message: str) -> None:
+    """Print `message` as the one error line (whitespace folded, secrets masked)."""
+    print(f"{PROG}: error: {one_line(redact_text(message))}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 1 failed, 2 bad usage)."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+        return exc.code if exc.code in (0, 1, 2) else 2
     try:
         logs.configure("DEBUG" if args.debug else args.log_level, args.log_format,
                        stream=_Stderr())
-    except ValueError as exc:
-        print(f"{PROG}: error: --log-level: {exc}", file=sys.stderr)
+    except (ValueError, TypeError) as exc:
+        _error(f"--log-level: {exc}")
         return 2
+    _route_driver_logs(args.debug)
     try:
         return _dispatch(args)
     except KeyboardInterrupt:
@@ -85,10 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = str(exc)
         elif isinstance(exc, MemclusterError):
             message = f"{type(exc).__name__}: {exc}"
+        elif isinstance(exc, OSError):  # a file the command was pointed at, not a bug
+            where = f": {exc.filename}" if exc.filename else ""
+            message = f"{exc.strerror or type(exc).__name__}{where}"
         else:
             message = f"unexpected {type(exc).__name__}: {exc}"
-        one_line = " ".join(redact_text(message).split())
-        print(f"{PROG}: error: {one_line}", file=sys.stderr)
+        _error(message)
         return 2 if isinstance(exc, USAGE_ERRORS) else 1
 
 

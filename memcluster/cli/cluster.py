@@ -26,12 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from memcluster.cli.output import ENV_CLUSTER, emit, table
+from memcluster.cli.output import ENV_CLUSTER, PROG, emit, one_line, table
 from memcluster.cluster import names
 from memcluster.cluster.embedded import EmbeddedState, state_dir
 from memcluster.cluster.session import ENV_RAY_ADDRESS, join, joined, ray_address_for
 from memcluster.config import DEFAULT_METRICS_PORT, DEFAULT_NAME, Config, load_config
 from memcluster.errors import MemclusterError, NotFound
+from memcluster.metrics import OpStats
 from memcluster.secrets import redact_text
 
 # ---- names and configs -------------------------------------------------------------------
@@ -122,7 +123,7 @@ def watch(cfg: Config, name: str, interval: float, *,
         except NotFound:
             reason = "its manager is not running"
         except MemclusterError as exc:
-            reason = f"{type(exc).__name__}: {redact_text(str(exc)).splitlines()[0]}"
+            reason = f"{type(exc).__name__}: {_first_line(exc)}"
         except Exception as exc:  # Ray itself lost (a head restart): join again next time
             reason = f"Ray is unreachable ({type(exc).__name__})"
             with contextlib.suppress(Exception):
@@ -133,7 +134,7 @@ def watch(cfg: Config, name: str, interval: float, *,
                   file=sys.stderr, flush=True)
         except MemclusterError as exc:
             print(f"memcluster up --watch: {name!r}: {reason}; cannot start it yet: "
-                  f"{redact_text(str(exc)).splitlines()[0]}", file=sys.stderr, flush=True)
+                  f"{_first_line(exc)}", file=sys.stderr, flush=True)
         except Exception as exc:  # Ray not reachable yet: try again next round
             print(f"memcluster up --watch: {name!r}: {reason}; cannot start it yet: "
                   f"{type(exc).__name__}", file=sys.stderr, flush=True)
@@ -164,7 +165,13 @@ def reconcile(state: dict[str, Any], cfg: Config,
 
 
 def down(args: argparse.Namespace) -> int:
-    """Stop the cluster: shards, manager, its Redis keys and the embedded Ray/Redis."""
+    """Stop the cluster: shards, manager, its Redis keys and the embedded Ray/Redis.
+
+    Always stops what it can (see `stop_cluster`): what could not be cleaned up, e.g. the
+    Redis keys of a cluster whose Redis is gone, is one `note:` line on stderr, and the
+    exit status is still 0 once the processes are stopped. `--force` kills the manager
+    and shards without asking the manager (for one that does not answer).
+    """
     import ray
 
     from memcluster.cluster.launcher import stop_cluster
@@ -174,12 +181,14 @@ def down(args: argparse.Namespace) -> int:
             and ray_address_for(name) is None):
         raise NotFound(f"no cluster named {name!r}: nothing running is recorded in "
                        f"{state_dir()} and {ENV_RAY_ADDRESS} is not set")
-    out = stop_cluster(name)
+    out = stop_cluster(name, force=bool(getattr(args, "force", False)))
     if out.get("manager") == "not running" and not out.get("processes_stopped"):
         raise NotFound(f"no cluster named {name!r} is running")
     emit(args, out, f"stopped {name!r}: {out.get('shards_killed', 0)} shards, "
                     f"{out.get('redis_keys_removed', 0)} Redis keys, "
                     f"{out.get('processes_stopped', 0)} embedded processes")
+    if out["notes"]:
+        print(f"{PROG}: note: {one_line('; '.join(out['notes']))}", file=sys.stderr)
     return 0
 
 
@@ -220,13 +229,18 @@ def rebalance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_line(exc: BaseException) -> str:
+    """An error's first line, secrets masked ("" for an empty message)."""
+    return one_line((redact_text(str(exc)).splitlines() or [""])[0])
+
+
 def _json_status(state: dict[str, Any]) -> dict[str, Any]:
     """The status as JSON-safe data: per-shard op counters become one total."""
     def clean(value: Any) -> Any:
         if isinstance(value, dict):
             out = {k: clean(v) for k, v in value.items() if k != "ops"}
             if isinstance(value.get("ops"), dict):
-                out["operations"] = sum(value["ops"].get("counts", {}).values())
+                out["operations"] = OpStats.total(value["ops"])
             return out
         if isinstance(value, list):
             return [clean(v) for v in value]

@@ -53,6 +53,8 @@ def open_surface(args: argparse.Namespace) -> MemorySurface:
 
 def _filter(args: argparse.Namespace) -> dict[str, Any] | None:
     extra = parse_json(args.filter, "--filter") if getattr(args, "filter", None) else None
+    if extra is not None and not isinstance(extra, dict):
+        raise UsageError(f"--filter: must be a JSON object, got {type(extra).__name__}")
     return tags_filter(args.tag, extra)
 
 

@@ -73,6 +73,12 @@ class Progress:
 
 
 
+def one_line(message: str) -> str:
+    """`message` as one printable line: whitespace folded, and what the terminal cannot
+    encode (a lone surrogate from an undecodable argv byte) escaped, not raised."""
+    return " ".join(message.split()).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def parse_json(text: str, what: str) -> Any:
     """`text` as JSON (`-` reads stdin), tagged values decoded; UsageError if it is not."""
     if text == "-":

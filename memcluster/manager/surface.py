@@ -48,7 +48,7 @@ from memcluster.errors import (
     UnsupportedOperation,
     UnsupportedQuery,
 )
-from memcluster.model import Query, Ranking, Record
+from memcluster.model import Query, Ranking, Record, check_count
 from memcluster.ops import (
     ClearOp,
     CountOp,
@@ -122,9 +122,26 @@ def _all(results: list[Any]) -> list[Any]:
 
 
 def _key_list(keys: Any, what: str) -> list[str]:
+    """The distinct keys of a list, each checked (so an unhashable item is InvalidKey)."""
     if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
         raise InvalidKey(f"{what} takes a list of keys, got {type(keys).__name__}")
-    return list(dict.fromkeys(keys))
+    checked = []
+    for i, key in enumerate(keys):
+        try:
+            checked.append(codec.check_key(key))
+        except InvalidKey as exc:
+            raise InvalidKey(f"{what}[{i}]: {exc}") from None
+    return list(dict.fromkeys(checked))
+
+
+def _filter(filter: Any) -> dict[str, Any] | None:
+    """A caller's filter as a plain dict; a list of pairs or any non-mapping is refused
+    (dict() would accept pairs silently and fail on anything else with a bare error)."""
+    if filter is None:
+        return None
+    if not isinstance(filter, Mapping):
+        raise InvalidValue(f"filter must be a dict, got {type(filter).__name__}")
+    return dict(filter)
 
 
 class MemorySurface(ABC):
@@ -368,8 +385,8 @@ class MemorySurface(ABC):
         `Ranking` or a dict of its fields) mixes in recency and importance.
         """
         op = SearchOp.make(query, namespace=namespace, limit=limit, offset=offset,
-                           filter=None if filter is None else dict(filter), pattern=pattern,
-                           order_by=order_by, min_score=min_score, mode=mode, ranking=ranking)
+                           filter=_filter(filter), pattern=pattern, order_by=order_by,
+                           min_score=min_score, mode=mode, ranking=ranking)
         return list(_first((yield self._source(source), [op])))
 
     @operation
@@ -377,7 +394,7 @@ class MemorySurface(ABC):
               namespace: str | tuple[str, ...] = "", filter: Mapping[str, Any] | None = None,
               pattern: str | None = None) -> Steps:
         """How many records match `query` (its limit and offset are ignored)."""
-        q = Query.of(query, filter=None if filter is None else dict(filter), pattern=pattern)
+        q = Query.of(query, filter=_filter(filter), pattern=pattern)
         op = CountOp.make(q, namespace=namespace)
         return int(_first((yield self._source(source), [op])))
 
@@ -402,7 +419,7 @@ class MemorySurface(ABC):
         """
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Sequence):
             raise InvalidValue(f"store_many takes a list of items, got {type(items).__name__}")
-        ns = codec.check_namespace(namespace)
+        ns, name = codec.check_namespace(namespace), self._source(source)
         make, plain, max_bytes = StoreOp.make, StoreOp.make_plain, self.max_value_bytes
         ops = []
         append = ops.append
@@ -416,7 +433,7 @@ class MemorySurface(ABC):
                 opts = item[2] if len(item) == 3 else {}
                 if not isinstance(opts, Mapping):
                     raise InvalidValue(f"opts must be a dict, got {type(opts).__name__}")
-                unknown = sorted(set(opts) - set(ITEM_OPTIONS))
+                unknown = [repr(k)[:40] for k in opts if k not in ITEM_OPTIONS]
                 if unknown:
                     raise InvalidValue(f"unknown option(s) {', '.join(unknown)} "
                                        f"(allowed: {', '.join(ITEM_OPTIONS)})")
@@ -426,37 +443,45 @@ class MemorySurface(ABC):
                 raise type(exc)(f"items[{i}]: {exc}") from None
         if not ops:
             return []
-        return _all((yield self._source(source), ops))
+        return _all((yield name, ops))
 
     @operation
     def retrieve_many(self, keys: Sequence[str], *, source: str | None = None,
                       namespace: str | tuple[str, ...] = "") -> Steps:
         """{key: Record} for the keys that exist (missing keys are left out)."""
-        ops = [RetrieveOp.make(k, namespace=namespace) for k in _key_list(keys, "retrieve_many")]
+        ns, name = codec.check_namespace(namespace), self._source(source)
+        ops = [RetrieveOp.make(k, namespace=ns) for k in _key_list(keys, "retrieve_many")]
         if not ops:
             return {}
-        results = _all((yield self._source(source), ops))
+        results = _all((yield name, ops))
         return {op.key: rec for op, rec in zip(ops, results, strict=True) if rec is not None}
 
     @operation
     def delete_many(self, keys: Sequence[str], *, source: str | None = None,
                     namespace: str | tuple[str, ...] = "") -> Steps:
         """Remove `keys`; returns how many existed."""
-        ops = [DeleteOp.make(k, namespace=namespace) for k in _key_list(keys, "delete_many")]
+        ns, name = codec.check_namespace(namespace), self._source(source)
+        ops = [DeleteOp.make(k, namespace=ns) for k in _key_list(keys, "delete_many")]
         if not ops:
             return 0
-        return sum(1 for removed in _all((yield self._source(source), ops)) if removed)
+        return sum(1 for removed in _all((yield name, ops)) if removed)
 
     @operation
     def clear(self, *, source: str | None = None, namespace: str | tuple[str, ...] = "",
               all_namespaces: bool = False, confirm: bool = False) -> Steps:
         """Remove every record of `namespace` (or of every namespace); returns how many.
 
-        Requires `confirm=True`, else ConfirmationRequired and nothing is removed.
+        Requires `confirm=True`, else ConfirmationRequired and nothing is removed. Only
+        `all_namespaces=True` reaches beyond one namespace: `namespace=None` means the
+        default namespace "" here as everywhere, never "all of them".
         """
         if confirm is not True:
             raise ConfirmationRequired("clear removes every record; pass confirm=True")
-        op = ClearOp.make(namespace=None if all_namespaces else namespace)
+        if type(all_namespaces) is not bool:
+            raise InvalidValue(f"all_namespaces must be true or false, got "
+                               f"{type(all_namespaces).__name__}")
+        ns = codec.check_namespace(namespace)
+        op = ClearOp.make(namespace=None if all_namespaces else ns)
         return int(_first((yield self._source(source), [op])))
 
     # ---- export, tools, lifecycle -------------------------------------------------------
@@ -468,6 +493,7 @@ class MemorySurface(ABC):
         Reads page by page, so records written meanwhile may or may not appear.
         """
         name = self._source(source)
+        check_count("batch", batch, 1)
         cursor: str | None = None
         if namespace is None:
             while True:

@@ -13,6 +13,16 @@ Decisions:
 - Results are JSON-safe dicts (bytes as `{"$bytes": base64}`, see `codec.to_json_safe`);
   every failure is `{"ok": false, "error": {"type", "message"}}` so an agent loop never
   crashes on a bad tool call and the model can read what went wrong.
+- Metadata names that would look like they control the record are refused, never stored
+  as inert fields: `ttl`, `expires_at`, `version`, `if_version`, `namespace` and
+  `memory_source` in `metadata` get `InvalidArguments` pointing at the argument to use (a
+  model that wrote `metadata: {"ttl": 60}` believed it set a TTL; storing it silently was
+  the original no-op). `metadata.tags` is honoured, since tags live there: it must be a
+  list of str and may not also be given as the `tags` argument (one would be dropped).
+  Rejected alternative: honouring `ttl` from metadata too, which would give one setting
+  two spellings and leave `version`/`namespace` ambiguous anyway.
+- An argument the schema calls an integer may come as `2.0` (JSON Schema counts it as an
+  integer); it is passed on as `2`.
 - A namespace bound by the host (`tools(namespace=...)`) is removed from the schemas, and
   a call that still passes `namespace` is rejected with an error rather than ignored:
   ignoring it would let the model believe it read or wrote another tenant's memory;
@@ -74,6 +84,18 @@ def error_result(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"type": kind, "message": redact_text(message)}}
 
 
+class _BadArguments(Exception):
+    """Arguments the schema allows but the tool refuses: reported as InvalidArguments."""
+
+
+RESERVED_METADATA = {
+    "ttl": "pass ttl as the 'ttl' argument", "expires_at": "pass a 'ttl' argument instead",
+    "version": "pass 'if_version' as an argument", "if_version": "pass it as an argument",
+    "namespace": "the namespace is not chosen through metadata",
+    "memory_source": "pass it as the 'memory_source' argument",
+}
+
+
 # ---- the tools ----------------------------------------------------------------------------
 
 
@@ -89,7 +111,7 @@ class _Tool:
 
 
 _KEY = {"type": "string", "minLength": 1, "description": "The memory's key, e.g. 'user:42'."}
-_TTL = {"type": "number", "exclusiveMinimum": 0,
+_TTL = {"type": "number", "exclusiveMinimum": 0, "maximum": codec.MAX_TTL,
         "description": "Seconds until the memory expires; omit to keep it until deleted."}
 _TAGS = {"type": "array", "items": {"type": "string"},
          "description": "Labels for the memory (stored in metadata.tags)."}
@@ -126,10 +148,28 @@ def _list_sources(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str
         for name, d in mem.info().items()]}
 
 
-def _store(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str, Any]:
-    metadata = dict(_decoded(args.get("metadata") or {}, "metadata"))
+def _metadata(args: dict[str, Any]) -> dict[str, Any]:
+    """The record's metadata from `metadata` and `tags` (see the module docstring)."""
+    metadata = _decoded(args.get("metadata") or {}, "metadata")
+    if not isinstance(metadata, dict):
+        raise _BadArguments(f"metadata: must be an object, got {type(metadata).__name__}")
+    for name, hint in RESERVED_METADATA.items():
+        if name in metadata:
+            raise _BadArguments(f"metadata.{name}: reserved, it would not take effect as "
+                                f"metadata; {hint}")
+    if "tags" in metadata:
+        tags = metadata["tags"]
+        if "tags" in args:
+            raise _BadArguments("tags: given both as an argument and in metadata; give once")
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise _BadArguments("metadata.tags: must be a list of strings (or use 'tags')")
     if "tags" in args:
         metadata["tags"] = list(dict.fromkeys(args["tags"]))
+    return metadata
+
+
+def _store(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str, Any]:
+    metadata = _metadata(args)
     rec = mem.store(args["key"], _decoded(args["value"], "value"),
                     source=args.get("memory_source"), namespace=ns, metadata=metadata,
                     ttl=args.get("ttl"), if_version=args.get("if_version"))
@@ -181,7 +221,7 @@ TOOLS: tuple[_Tool, ...] = (
           {"key": _KEY, "value": {**ANY_JSON, "description": "Any JSON value to remember."},
            "ttl": _TTL, "tags": _TAGS,
            "metadata": {"type": "object", "description": "Extra fields to filter on later."},
-           "if_version": {"type": "integer", "minimum": 0,
+           "if_version": {"type": "integer", "minimum": 0, "maximum": codec.MAX_VERSION,
                           "description": "Only write if the memory is at this version "
                                          "(0: only if the key is new)."}},
           ("key", "value"), _store),
@@ -307,8 +347,13 @@ def call_tool(mem: MemorySurface, name: str, arguments: Mapping[str, Any] | str 
             where = ".".join(str(p) for p in problem.absolute_path)
             return error_result("InvalidArguments",
                                 f"{where + ': ' if where else ''}{problem.message}")
+        for name, prop in tool.properties.items():  # JSON Schema's integers include 2.0
+            if prop.get("type") == "integer" and type(args.get(name)) is float:
+                args[name] = int(args[name])
         ns = namespace if bound else args.get("namespace", "")
         return tool.run(mem, args, ns)
+    except _BadArguments as exc:
+        return error_result("InvalidArguments", str(exc))
     except MemclusterError as exc:
         return error_result(type(exc).__name__, str(exc))
     except Exception as exc:  # a tool call must never crash the agent loop

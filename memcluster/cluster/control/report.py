@@ -36,6 +36,8 @@ def placement_report(layouts: Mapping[str, Layout], shard_nodes: Mapping[str, st
 def metrics_report(status: Mapping[str, Any], layouts: Mapping[str, Layout],
                    restarts: Mapping[str, int], epoch: int) -> dict[str, Any]:
     """The report `ClusterCollector` renders, from a manager status."""
+    from memcluster.metrics import OpStats
+
     sources: dict[str, Any] = {}
     for name, lay in layouts.items():
         shards = {}
@@ -47,9 +49,7 @@ def metrics_report(status: Mapping[str, Any], layouts: Mapping[str, Layout],
                 continue
             shards[sid] = {k: st.get(k) for k in ("state", "records", "bytes", "evictions",
                                                   "hydration", "ops")}
-            failures += sum(n for (op, outcome), n in (st.get("ops") or {})
-                            .get("counts", {}).items()
-                            if op == "replicate" and outcome != "ok")
+            failures += OpStats.total(st.get("ops"), "replicate", failed=True)
         placement = status.get("placement", {}).get(name, {})
         sources[name] = {"ring_version": lay.placement.ring.version,
                          "restarts": restarts.get(name, 0),

@@ -16,6 +16,11 @@ Ray's pickling. The rejected alternative, pickling the frozen dataclasses as the
 costs three to five times more per op on both ends (pickle rebuilds every dataclass
 through its reduce protocol) and was the largest share of a batch's time.
 
+Nothing that does not fit is sent: ops made by their `make` constructors always fit (the
+codec bounds versions to 63 bits and text to valid UTF-8, so an `if_version` of 2**64 is an
+`InvalidValue` at the caller), and `encode_ops` turns anything else that msgpack refuses
+into `InvalidValue` before the batch leaves.
+
 Large batches are the caller's business: `INLINE_LIMIT` is the size above which the
 shard handle puts the payload in Ray's object store instead of passing it inline.
 """
@@ -28,7 +33,7 @@ from typing import Any
 
 import msgpack
 
-from memcluster.errors import MemclusterError
+from memcluster.errors import InvalidValue, MemclusterError
 from memcluster.model import Record, new_record
 from memcluster.ops import DeleteOp, ExistsOp, ReplicateOp, RetrieveOp, new_store_op
 
@@ -51,21 +56,27 @@ def encode_ops(ops: Sequence[Any]) -> bytes | None:
     packer = msgpack.Packer(use_bin_type=True, autoreset=False)
     packer.pack_array_header(len(ops))
     append = packer.pack
-    for op in ops:
-        code = _CODES.get(op.kind)
-        if code is None:
-            return None
-        if code == _STORE:
-            append((0, op.key, op.blob, op.namespace, op.metadata or None, op.ttl,
-                    op.if_version, op.overwrite, op.op_id))
-        elif code in (_RETRIEVE, _EXISTS):
-            append((code, op.key, op.namespace))
-        elif code == _DELETE:
-            append((3, op.key, op.namespace, op.op_id))
-        else:
-            r = op.record
-            append((4, r.key, r.value, r.namespace, r.metadata or None, r.version,
-                    r.created_at, r.updated_at, r.expires_at))
+    try:
+        for op in ops:
+            code = _CODES.get(op.kind)
+            if code is None:
+                return None
+            if code == _STORE:
+                append((0, op.key, op.blob, op.namespace, op.metadata or None, op.ttl,
+                        op.if_version, op.overwrite, op.op_id))
+            elif code in (_RETRIEVE, _EXISTS):
+                append((code, op.key, op.namespace))
+            elif code == _DELETE:
+                append((3, op.key, op.namespace, op.op_id))
+            else:
+                r = op.record
+                append((4, r.key, r.value, r.namespace, r.metadata or None, r.version,
+                        r.created_at, r.updated_at, r.expires_at))
+    except (OverflowError, TypeError, ValueError) as exc:
+        # Ops made by their `make` constructors always fit (versions < 2**63, valid
+        # UTF-8); one built by hand that does not is refused here, before it is sent.
+        raise InvalidValue(f"an op does not fit the wire format: {type(exc).__name__}: "
+                           f"{str(exc)[:200]}") from None
     return packer.bytes()
 
 
