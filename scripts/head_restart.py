@@ -15,6 +15,7 @@ killed (found by its private temp dirs), never a broad `ray stop`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,10 +49,8 @@ def _procs(fragment: str) -> list[int]:
 def _kill(fragment: str) -> int:
     pids = _procs(fragment)
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return len(pids)
 
 

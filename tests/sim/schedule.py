@@ -158,6 +158,17 @@ class Cluster:
             self.world.crash(self.manager.owner)
             self.manager = None
 
+    def crash_and_restart_manager(self, pause: float) -> None:
+        """The manager process dies; Ray starts the actor again `pause` seconds later."""
+        self.crash_manager()
+
+        def restart() -> None:
+            self.world.sleep(pause)
+            if self.manager is None:
+                self.start_manager()
+
+        self.world.spawn(restart, self.ray, "ray restarts the crashed manager")
+
     def supervise_manager(self) -> None:
         """Ray's `max_restarts=-1` for the manager actor: a manager that stopped (lost its
         lease, or its root supervisor gave up: in the actor, the process exits) is
@@ -389,14 +400,7 @@ def _inject(cluster: Cluster, fault: str, outcome: Outcome) -> None:
         if live:
             live[rng.randrange(len(live))][1].crash()
     elif fault == "crash_manager":
-        cluster.crash_manager()
-        pause = rng.uniform(0.0, 1.5)
-
-        def restart() -> None:
-            world.sleep(pause)
-            cluster.start_manager()
-
-        world.spawn(restart, cluster.ray, "restart manager")
+        cluster.crash_and_restart_manager(rng.uniform(0.0, 1.5))
     elif fault == "stall":
         cluster.coord.stall(rng.uniform(0.3, 3.0))
     elif fault == "lose_node":
@@ -412,7 +416,7 @@ def _inject(cluster: Cluster, fault: str, outcome: Outcome) -> None:
             cluster.coord.stall(rng.uniform(0.3, 2.0))
         elif fault == "scale_with_crash":      # the manager dies mid-scale, Ray restarts it
             world.sleep(rng.uniform(0.0, 0.4))
-            cluster.crash_manager()
+            cluster.crash_and_restart_manager(rng.uniform(0.0, 1.5))
 
 
 def _scale(cluster: Cluster, shards: int, outcome: Outcome) -> None:

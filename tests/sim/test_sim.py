@@ -46,6 +46,20 @@ def test_schedules_keep_every_invariant(tmp_path):
     assert not failed, f"failing seeds (replay: python -m tests.sim --seed N): {failed}"
 
 
+# Seeds that once failed, with what they found: each must keep passing.
+FOUND = {
+    42462935: "a manager crashed after a ring switch, before collecting its garbage: the "
+              "next one never did (now shards report `tidy` and any manager collects)",
+    42463820: "the simulated Ray did not restart a manager that crashed mid-scale",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(FOUND))
+def test_seeds_that_found_bugs_stay_fixed(seed):
+    outcome = run_schedule(seed)
+    assert outcome.ok, f"seed {seed} ({FOUND[seed]}): {outcome.problems[:5]}"
+
+
 def test_a_seed_replays_exactly():
     one, two = run_schedule(31337), run_schedule(31337)
     assert (one.events, one.calls, one.faults, one.problems) == \

@@ -66,7 +66,7 @@ def test_a_killed_connection_is_replaced_and_the_next_operation_succeeds(mysql_d
             with admin.cursor() as cur:
                 cur.execute("KILL CONNECTION %s", [victim])
 
-            def gone() -> bool:
+            def gone(victim: int = victim) -> bool:
                 with admin.cursor() as cur:
                     cur.execute("SELECT COUNT(*) FROM information_schema.PROCESSLIST "
                                 "WHERE ID = %s", [victim])

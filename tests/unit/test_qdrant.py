@@ -5,6 +5,7 @@ the embedded text kept for keyword retrieval, and a server that cannot be reache
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
 import uuid
@@ -112,10 +113,8 @@ def test_writers_through_two_managers_on_one_store_lose_nothing(tmp_path):
             for _ in range(40):
                 mem.update("counter", lambda v: (v or 0) + 1)
                 current = mem.retrieve("cas")
-                try:
+                with contextlib.suppress(mc.errors.VersionConflict):
                     mem.store("cas", "mine", if_version=0 if current is None else current.version)
-                except mc.errors.VersionConflict:
-                    pass
         except BaseException as exc:
             errors.append(exc)
 

@@ -244,6 +244,7 @@ class ShardTree:
         if info.get("hydrating"):            # the previous manager died mid-hydration:
             self._start_hydration(sid, handle, info["incarnation"])
             self.host.garbage.add(layout.spec.name)   # its copy may have followed a ring
+        self._note_untidy(sid, info)
         event(log, "shard.attached", shard=sid, incarnation=info["incarnation"])
         return handle
 
@@ -440,6 +441,7 @@ class ShardTree:
                         misaligned.append((sid, handle, info))
                     if info.get("pending"):  # writes short of W: finish them (not awaited)
                         handle.settle()
+                    self._note_untidy(sid, info)
                 except ShardDied:
                     dead.append((sid, handle, "died"))
                     continue
@@ -465,6 +467,15 @@ class ShardTree:
                     self._align(sid, handle, info, self.host.layouts[names.shard_source(sid)],
                                 wait=False)
             return [sid for sid, _, _ in dead]
+
+    def _note_untidy(self, sid: str, info: Mapping[str, Any]) -> None:
+        """A settled shard that may hold keys it does not own (a switch or a handoff
+        whose garbage collection a previous manager did not finish) puts its source up
+        for garbage collection."""
+        if info.get("tidy") is False and not info.get("hydrating") and \
+                not info.get("frozen") and \
+                info["ring_version"] == self.placement_of(sid).ring.version:
+            self.host.garbage.add(names.shard_source(sid))
 
     def _supervised(self, sid: str) -> bool:
         sup = self.supervisors.get(names.shard_source(sid))

@@ -126,6 +126,10 @@ class ShardCore(ReplicatingPrimary):
         # primary's replicates from an older incarnation (in flight when it died) are
         # refused, so none lands after its replacement copied this shard.
         self._peer_incarnations: dict[str, str] = {}
+        # False while this shard may hold keys its placement does not give it (after a
+        # ring switch, a handoff, or a start on stored data); pings report it, and the
+        # manager then collects the garbage, so the duty outlives a manager that crashed.
+        self._tidy = True
         self.heartbeat = heartbeat
         self.heartbeat_interval = heartbeat_interval
         self._beating = threading.Event()
@@ -141,6 +145,7 @@ class ShardCore(ReplicatingPrimary):
         with self._lock:
             if self.backend is None:
                 self.backend = create_backend(self.backend_spec, self.opts, prefix=self.prefix)
+                self._tidy = self._empty()
         if self.heartbeat is not None and not self._beating.is_set():
             self._beating.set()
             threading.Thread(target=self._beat, name="memcluster-heartbeat",
@@ -166,7 +171,10 @@ class ShardCore(ReplicatingPrimary):
         return {"shard_id": self.shard_id, "incarnation": self.incarnation,
                 "ring_version": self.ring_version, "epoch": self.epoch,
                 "hydrating": self.hydrating, "frozen": self.frozen,
-                "pending": len(self._pending), "pid": os.getpid()}
+                "pending": len(self._pending), "tidy": self._tidy, "pid": os.getpid()}
+
+    def _empty(self) -> bool:
+        return self.backend is None or not self.backend.export(limit=1)[0]
 
     # ---- data path: client ops ---------------------------------------------------------
 
@@ -295,6 +303,9 @@ class ShardCore(ReplicatingPrimary):
         rebalance freeze."""
         self._fence(epoch)
         if force or placement.ring.version >= self.ring_version:
+            if placement.ring.version != self._ring_version and self._tidy:
+                with self._lock:
+                    self._tidy = self._empty()
             self.placement = placement
             self._ring_version = placement.ring.version
         self.frozen = False
@@ -331,6 +342,8 @@ class ShardCore(ReplicatingPrimary):
             skip = self._deleted_while_hydrating
             ops = [ReplicateOp(r) for r in records
                    if not skip or (r.namespace, r.key) not in skip]
+            if ops and not self.hydrating:   # a rebalance's copy: garbage if it aborts
+                self._tidy = False
             return sum(backend.replicate_many(ops)) if ops else 0
 
     def holds(self, keys: Sequence[tuple[str, str, int]]) -> list[tuple[str, str]]:
@@ -350,8 +363,12 @@ class ShardCore(ReplicatingPrimary):
         return self.ping()
 
     def drop_unowned(self, epoch: int, placement: Placement) -> int:
-        """Delete what this shard no longer holds under `placement` (after a rebalance)."""
+        """Delete what this shard no longer holds under `placement` (after a rebalance).
+        A placement older than the shard's own ring drops nothing: what it would drop may
+        be this shard's under the ring it serves."""
         self._fence(epoch)
+        if placement.ring.version < self.ring_version:
+            return 0
         with self._lock:
             backend = self._opened()
             gone: list[DeleteOp] = []
@@ -362,7 +379,10 @@ class ShardCore(ReplicatingPrimary):
                             if self.shard_id not in placement.preference(r.key, r.namespace))
                 if cursor is None:
                     break
-            return backend.delete_many(gone) if gone else 0
+            dropped = backend.delete_many(gone) if gone else 0
+            if placement.ring.version == self.ring_version:
+                self._tidy = True
+            return dropped
 
     def drop_keys(self, epoch: int, keys: Sequence[tuple[str, str]]) -> int:
         """Delete (namespace, key) pairs handed off earlier but deleted at the source since."""

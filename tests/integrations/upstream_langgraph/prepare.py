@@ -5,7 +5,12 @@
 Copies the suites from a LangGraph checkout (never into this repository) into DIR/<suite>/
 and points their store classes at `mc_parity` (see README.md). Nothing upstream is kept here.
 """
-import argparse, ast, pathlib, re, shutil, subprocess
+import argparse
+import ast
+import pathlib
+import re
+import shutil
+import subprocess
 
 ARGS = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ARGS.add_argument("--langgraph", required=True, help="a LangGraph git checkout or git dir")
@@ -20,14 +25,11 @@ def show(path):
     return subprocess.run(["git", "-C", REPO, "show", f"{OPTS.ref}:{path}"], check=True,
                           capture_output=True, text=True).stdout
 
-SWAPS = [
-    (r"^from langgraph\.store\.memory import InMemoryStore$", "from mc_parity import InMemoryStore"),
-    (r"^from langgraph\.store\.sqlite import SqliteStore$", "from mc_parity import SqliteStore"),
-    (r"^from langgraph\.store\.sqlite import AsyncSqliteStore$", "from mc_parity import AsyncSqliteStore"),
-    (r"^from langgraph\.store\.sqlite\.aio import AsyncSqliteStore$", "from mc_parity import AsyncSqliteStore"),
-    (r"^from langgraph\.store\.postgres import PostgresStore$", "from mc_parity import PostgresStore"),
-    (r"^from langgraph\.store\.postgres import AsyncPostgresStore$", "from mc_parity import AsyncPostgresStore"),
-]
+SWAPS = [(rf"^from langgraph\.store\.{module} import {name}$", f"from mc_parity import {name}")
+         for module, name in [("memory", "InMemoryStore"), ("sqlite", "SqliteStore"),
+                              ("sqlite", "AsyncSqliteStore"), (r"sqlite\.aio", "AsyncSqliteStore"),
+                              ("postgres", "PostgresStore"),
+                              ("postgres", "AsyncPostgresStore")]]
 
 def swap(text):
     for pat, rep in SWAPS:
@@ -159,15 +161,18 @@ suite("checkpoint", [("libs/checkpoint/tests/test_store.py", "test_store.py", Tr
 suite("sqlite", [("libs/checkpoint-sqlite/tests/test_store.py", "test_store.py", True),
                  ("libs/checkpoint-sqlite/tests/test_async_store.py", "test_async_store.py", True),
                  ("libs/checkpoint-sqlite/tests/test_ttl.py", "test_ttl.py", True)])
-suite("postgres", [("libs/checkpoint-postgres/tests/test_store.py", "test_store.py", True),
-                   ("libs/checkpoint-postgres/tests/test_async_store.py", "test_async_store.py", True),
-                   ("libs/checkpoint-postgres/tests/conftest.py", "conftest.py", False),
-                   ("libs/checkpoint-postgres/tests/embed_test_utils.py", "embed_test_utils.py", False)],
+PG_TESTS = "libs/checkpoint-postgres/tests"
+suite("postgres", [(f"{PG_TESTS}/test_store.py", "test_store.py", True),
+                   (f"{PG_TESTS}/test_async_store.py", "test_async_store.py", True),
+                   (f"{PG_TESTS}/conftest.py", "conftest.py", False),
+                   (f"{PG_TESTS}/embed_test_utils.py", "embed_test_utils.py", False)],
       extra=pg_conftest)
 
 # graph tests that take a store: the test functions verbatim, fixtures replaced
-WANT = {"libs/langgraph/tests/test_pregel.py": ["test_store_injected", "test_overriding_injectable_args_with_tasks"],
-        "libs/langgraph/tests/test_pregel_async.py": ["test_store_injected_async", "test_overriding_injectable_args_with_async_task"]}
+WANT = {"libs/langgraph/tests/test_pregel.py":
+        ["test_store_injected", "test_overriding_injectable_args_with_tasks"],
+        "libs/langgraph/tests/test_pregel_async.py":
+        ["test_store_injected_async", "test_overriding_injectable_args_with_async_task"]}
 HEADER = '''import operator, sys, uuid
 from typing import Annotated, Any
 import pytest
