@@ -3,7 +3,9 @@
 Core pieces, all pure (no Ray), under a `config.PlacementPolicy` (the config's
 `placement:` section: `domain` is "node" or a node label such as a zone, `resources` the
 custom resources a node must offer): `eligible(nodes, policy)`, `domain_of(node, policy)`,
-`choose_node(...)` (where one shard incarnation should run) and `domain_report(...)`
+`domain_plan(...)` (one physical domain per logical one, moving as few shards as it
+can), `choose_node(...)` (where one shard incarnation should run), `misplaced(...)` (the
+moves a rebalance makes) and `domain_report(...)`
 (whether every key's N replicas sit in N distinct failure domains, for `status`, a metric
 and a log warning).
 
@@ -53,6 +55,39 @@ def domain_of(node: Node, policy: PlacementPolicy) -> str:
     return node.labels.get(policy.domain) or f"{policy.domain}?{node.node_id}"
 
 
+def domain_plan(logical: Mapping[str, str], placed: Mapping[str, str],
+                nodes: Iterable[Node], policy: PlacementPolicy, *,
+                load: Mapping[str, int] | None = None) -> dict[str, str]:
+    """Map the source's logical domains one-to-one onto physical ones, moving as few shards
+    as it can: the (logical, physical) pairs hosting most shards are kept first, then each
+    logical domain left takes the emptiest physical domain nobody uses. A logical domain
+    missing from the answer has none left (fewer physical domains than logical ones).
+    `placed`: shard id -> node of the source's running shards."""
+    candidates = eligible(nodes, policy)
+    by_id = {n.node_id: n for n in candidates}
+    load = Counter(load or {})
+    together = Counter((logical[sid], domain_of(by_id[node_id], policy))
+                       for sid, node_id in placed.items()
+                       if sid in logical and node_id in by_id)
+    plan: dict[str, str] = {}
+    for (ldom, pdom), _ in sorted(together.items(), key=lambda kv: (-kv[1], kv[0])):
+        if ldom not in plan and pdom not in plan.values():
+            plan[ldom] = pdom
+    weight: Counter[str] = Counter()
+    for n in candidates:
+        weight[domain_of(n, policy)] += load[n.node_id]
+    for ldom in sorted(set(logical.values()) - set(plan)):
+        free = [d for d in weight if d not in plan.values()]
+        if not free:
+            break
+        plan[ldom] = min(free, key=lambda d: (weight[d], d))
+    return plan
+
+
+def _least_loaded(pool: Iterable[Node], load: Mapping[str, int]) -> str:
+    return min(pool, key=lambda n: (load.get(n.node_id, 0), n.node_id)).node_id
+
+
 def choose_node(shard_id: str, logical: Mapping[str, str], placed: Mapping[str, str],
                 nodes: Iterable[Node], policy: PlacementPolicy, *,
                 load: Mapping[str, int] | None = None,
@@ -61,7 +96,10 @@ def choose_node(shard_id: str, logical: Mapping[str, str], placed: Mapping[str, 
 
     `logical` maps the source's shard ids to their logical domains (the ring's), `placed`
     maps the source's other running shards to their nodes, `load` counts shards per node
-    over every source. None when no node is eligible (the caller then lets Ray decide).
+    over every source. Its previous node while no other logical domain uses that node's
+    domain (a node-local disk reopens there); else a node of the domain `domain_plan`
+    gives its logical domain; else, short of domains, the least-loaded node (which
+    `domain_report` flags). None when no node is eligible (the caller lets Ray decide).
     """
     candidates = eligible(nodes, policy)
     if not candidates:
@@ -69,32 +107,36 @@ def choose_node(shard_id: str, logical: Mapping[str, str], placed: Mapping[str, 
     load = Counter(load or {})
     by_id = {n.node_id: n for n in candidates}
     mine = logical[shard_id]
-    taken: dict[str, str] = {}      # physical domain -> a logical domain that uses it
-    for sid, node_id in placed.items():
-        node = by_id.get(node_id)
-        if sid != shard_id and node is not None:
-            taken.setdefault(domain_of(node, policy), logical[sid])
-    own = {d for d, owner in taken.items() if owner == mine}
-    others = {d for d, owner in taken.items() if owner != mine}
+    others = {domain_of(by_id[node_id], policy) for sid, node_id in placed.items()
+              if sid != shard_id and node_id in by_id and logical.get(sid, mine) != mine}
+    if previous in by_id and domain_of(by_id[previous], policy) not in others:
+        return previous
+    rest = {sid: node_id for sid, node_id in placed.items() if sid != shard_id}
+    target = domain_plan(logical, rest, candidates, policy, load=load).get(mine)
+    pool = [n for n in candidates if domain_of(n, policy) == target]
+    return _least_loaded(pool or candidates, load)
 
-    def least_loaded(pool: list[Node]) -> str:
-        return min(pool, key=lambda n: (load[n.node_id], n.node_id)).node_id
 
-    if previous in by_id:
-        dom = domain_of(by_id[previous], policy)
-        if dom in own or dom not in others:
-            return previous
-    if own:
-        return least_loaded([n for n in candidates if domain_of(n, policy) in own])
-    free = [n for n in candidates if domain_of(n, policy) not in others]
-    if free:
-        # The emptiest free domain first, then its least-loaded node.
-        per_domain = Counter()
-        for n in free:
-            per_domain[domain_of(n, policy)] += load[n.node_id]
-        best = min(per_domain, key=lambda d: (per_domain[d], d))
-        return least_loaded([n for n in free if domain_of(n, policy) == best])
-    return least_loaded(candidates)
+def misplaced(logical: Mapping[str, str], placed: Mapping[str, str], nodes: Iterable[Node],
+              policy: PlacementPolicy, *, load: Mapping[str, int] | None = None
+              ) -> dict[str, str]:
+    """The moves that give each logical domain a physical domain of its own
+    (`domain_plan` over every running shard): shard id -> node to restart it on. A shard
+    whose logical domain got no physical domain stays where it is."""
+    candidates = eligible(nodes, policy)
+    by_id = {n.node_id: n for n in candidates}
+    load = Counter(load or {})
+    plan = domain_plan(logical, placed, candidates, policy, load=load)
+    moves: dict[str, str] = {}
+    for sid in sorted(logical):
+        target = plan.get(logical[sid])
+        here = by_id.get(placed.get(sid, ""))
+        if target is None or (here is not None and domain_of(here, policy) == target):
+            continue
+        node = _least_loaded([n for n in candidates if domain_of(n, policy) == target], load)
+        moves[sid] = node
+        load[node] += 1
+    return moves
 
 
 def domain_report(logical: Mapping[str, str], placed: Mapping[str, str],
@@ -137,5 +179,5 @@ def target_domain_count(nodes: Iterable[Node], policy: PlacementPolicy, shards: 
     return max(1, min(len(domains), shards))
 
 
-__all__ = ["choose_node", "domain_of",
-           "domain_report", "eligible", "target_domain_count"]
+__all__ = ["choose_node", "domain_of", "domain_plan", "domain_report", "eligible",
+           "misplaced", "target_domain_count"]

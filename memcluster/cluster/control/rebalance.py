@@ -34,16 +34,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any, Protocol
 
 from memcluster.cluster import names
-from memcluster.cluster.control.assignment import (
-    choose_node,
-    domain_of,
-    target_domain_count,
-)
+from memcluster.cluster.control.assignment import misplaced, target_domain_count
 from memcluster.cluster.control.handoff import hand_off, verify
 from memcluster.cluster.control.layout import Layout, layout_for
 from memcluster.cluster.control.ring_switch import resolve_ring_switch
@@ -162,27 +159,20 @@ class Rebalancer:
         return out
 
     def _move_misplaced(self, source: str) -> list[str]:
-        """Restart on a better node each shard whose failure domain also hosts another
-        logical domain of its source, if it can hydrate from replicas (or its store is
-        durable); one at a time, each waited for until it serves."""
+        """Restart on a better node each shard whose logical domain shares a failure
+        domain with another (`assignment.misplaced`), if it can hydrate from replicas (or
+        its store is durable); one at a time, each waited for until it serves."""
         host, tree = self.host, self.tree
         layout = host.layouts[source]
         if layout.placement.replicas < 2 and not layout.durable:
             return []            # moving would lose its only copy
         domains = layout.placement.ring.domains
+        placed = {s: n for s, n in tree.nodes.items() if s in domains}
+        load = Counter(n for s, n in tree.nodes.items() if s in tree.handles)
         moved = []
-        for sid in layout.placement.ring.shard_ids:
-            nodes = {n.node_id: n for n in host.runtime.nodes()}
-            placed = {s: n for s, n in tree.nodes.items() if s in domains and s != sid}
-            here = nodes.get(tree.nodes.get(sid, ""))
-            others = {domain_of(nodes[n], host.policy) for s, n in placed.items()
-                      if n in nodes and domains[s] != domains[sid]}
-            if here is not None and here.alive and domain_of(here, host.policy) not in others:
-                continue         # its domain is its own: nothing to gain
-            best = choose_node(sid, domains, placed, nodes.values(), host.policy)
-            if best is None or (here is not None and best == here.node_id):
-                continue
-            tree.move_shard(sid, best)
+        for sid, node in misplaced(domains, placed, host.runtime.nodes(), host.policy,
+                                   load=load).items():
+            tree.move_shard(sid, node)
             self._await_serving(sid)
             moved.append(sid)
         return moved
