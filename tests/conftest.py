@@ -101,11 +101,12 @@ def module_redis(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """One local Ray for the whole session (num_cpus=2); shut down at the end."""
+    """One local Ray for the whole session (num_cpus=2); shut down at the end. Always a new
+    instance (`address="local"`): never one another job started on this machine."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                  configure_logging=False)
     yield ray
     ray.shutdown()
