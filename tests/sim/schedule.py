@@ -472,10 +472,13 @@ def _serving(cluster: Cluster) -> bool:
 
 
 def _healthy(cluster: Cluster) -> bool:
-    """Every shard serves and no hydration runs: one more shard may go down."""
+    """Every shard serves, answers the manager's pings (a thawed shard with misses counted
+    may still be declared dead and restarted empty) and no hydration runs: one more shard
+    may go down."""
     mgr = cluster.leading()
     return (mgr is not None and _serving(cluster)
             and not any(h.state == "recovering" for h in mgr.hydrations.values())
+            and not any(mgr.tree.misses.values())
             and not any(s.frozen for s in cluster.runtime.live_shards().values()))
 
 

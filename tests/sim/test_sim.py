@@ -51,6 +51,9 @@ FOUND = {
     42462935: "a manager crashed after a ring switch, before collecting its garbage: the "
               "next one never did (now shards report `tidy` and any manager collects)",
     42463820: "the simulated Ray did not restart a manager that crashed mid-scale",
+    1975535797: "a node was lost while the manager still counted missed pings of a thawed "
+                "shard, which it then restarted empty: two copies down at once, beyond N=2 "
+                "(the schedule now waits until every shard answers before the next fault)",
 }
 
 

@@ -300,7 +300,7 @@ class Rebalancer:
         stored = store.versions(source)
         staged = [v for v in stored if v > ring.version]
         decision = resolve_ring_switch(ring.version, staged,
-                                       self.tree.ring_versions(ring.shard_ids)
+                                       self._ring_versions(ring.shard_ids)
                                        if staged else {})
         if decision.action == "forward":
             found = store.load(source, decision.version)
@@ -322,11 +322,23 @@ class Rebalancer:
                 continue
             for sid in Ring.from_dict(found[1]).shard_ids:
                 if sid not in ring.shard_ids:
-                    orphans += self.tree.kill_stray(sid)
+                    orphans += self.host.runtime.kill(sid)  # a shard only that ring names
         lagging = layout.spec.shards != len(ring)    # the pointer moved, the spec did not
         if lagging:
             self._save_shards(source, len(ring), self._epoch())
         return decision.action == "forward" or lagging or orphans > 0 or bool(staged)
+
+    def _ring_versions(self, sids: Iterable[str]) -> dict[str, int]:
+        """The ring version each reachable shard among `sids` is on, attached or not
+        (found by name; a ping: no mailbox). Unreachable shards are left out."""
+        timeout = float(self.host.health["ping_timeout"]) * 4
+        pendings = [(sid, handle.ping(timeout=timeout)) for sid in sids
+                    if (handle := self.host.runtime.find(sid)) is not None]
+        out: dict[str, int] = {}
+        for sid, pending in pendings:
+            with contextlib.suppress(MemclusterError):
+                out[sid] = int(pending.result()["ring_version"])
+        return out
 
     def collect_garbage(self, source: str) -> int | None:
         """Each shard of the source drops what it no longer holds (after a switch).

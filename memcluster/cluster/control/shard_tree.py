@@ -543,31 +543,11 @@ class ShardTree:
                       self._targets):
             table.pop(sid, None)
 
-    def kill_stray(self, sid: str) -> bool:
-        """Kill the actor registered under `sid`'s name, supervised or not (e.g. a shard
-        that only an abandoned ring names); False if none runs."""
-        return self.host.runtime.kill(sid)
-
     def kill_all(self) -> int:
         """Kill every shard this tree holds a handle to (shutdown). -> how many were alive."""
         killed = sum(self.host.runtime.kill_handle(h) for h in self.handles.values())
         self.handles.clear()
         return killed
-
-    def ring_versions(self, sids: Iterable[str]) -> dict[str, int]:
-        """The ring version each reachable shard among `sids` is on, attached or not
-        (found by name; a ping: no mailbox). Unreachable shards are left out."""
-        timeout = float(self.host.health["ping_timeout"]) * 4
-        pendings = []
-        for sid in sids:
-            handle = self.host.runtime.find(sid)
-            if handle is not None:
-                pendings.append((sid, handle.ping(timeout=timeout)))
-        out: dict[str, int] = {}
-        for sid, pending in pendings:
-            with contextlib.suppress(MemclusterError):
-                out[sid] = int(pending.result()["ring_version"])
-        return out
 
     def _epoch(self) -> int:
         assert self.host.epoch is not None, "control calls need the manager's epoch"
