@@ -26,6 +26,7 @@ STYLE = {  # system -> (color, line style): one look per system across the chart
     "ray dict actor": ("tab:green", "-"),
     "langgraph InMemoryStore": ("tab:gray", ":"),
 }
+IN_PROCESS = {"langgraph InMemoryStore"}  # a ceiling for a store that is not distributed
 NOTE = "one run, same machine: compare the ratios, not the absolute numbers"
 
 
@@ -78,7 +79,8 @@ def plot_agents(rows: list[dict[str, Any]], path: Path) -> bool:
         points.sort(key=lambda r: r["agents"])
         ks = [r["agents"] for r in points]
         style = _style(system)
-        rate_ax.plot(ks, [r["value"] for r in points], marker="o", label=system, **style)
+        label = f"{system} (in-process)" if system in IN_PROCESS else system
+        rate_ax.plot(ks, [r["value"] for r in points], marker="o", label=label, **style)
         lat_ax.plot(ks, [r["p50_ms"] for r in points], marker="o", label=f"{system} p50",
                     **style)
         lat_ax.plot(ks, [r["p99_ms"] for r in points], marker="^", alpha=0.6,

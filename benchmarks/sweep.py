@@ -3,8 +3,8 @@
 `sweep_sources(shards)` gives the extra memory sources the sweep needs (`s1`, `s2`, ...:
 N=1 over 1, 2, ... shards), to add to `bench_spec()`; `run_shard_sweep(memory, ...)`
 measures each of them with the agent fleet (K agents, 75% retrieve / 20% store / 5%
-search) and store_many of 1000 items, and, once in the same run, the same two workloads
-on the peers that do not shard: a hand-written Ray dict actor and redis-py. The rows
+search) and store_many of 1000 items, and, in the same run, the same two workloads on
+the peers that do not shard: a hand-written Ray dict actor and redis-py. The rows
 carry `system`, `workload` and (memcluster only) `shards`, which `benchmarks/plots.py`
 draws; the peers are the horizontal lines beside memcluster's curve.
 """
@@ -31,54 +31,73 @@ def sweep_sources(shards: Iterable[int] = SHARDS) -> list[dict[str, Any]]:
 
 
 def run_shard_sweep(memory: Any, *, shards: Iterable[int] = SHARDS, seconds: float = 2.0,
-                    agents: int = 64, redis_url: str | None = None,
+                    agents: int = 64, rounds: int = 2, redis_url: str | None = None,
                     progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Fleet ops/s and store_many items/s for each `s<n>` source of `memory` (started from
-    `sweep_sources(shards)`), beside the Ray dict actor and redis-py (None skips it)."""
+    `sweep_sources(shards)`), beside the Ray dict actor and redis-py (None skips it).
+
+    Every figure is the mean of `rounds` measurements, the rounds taking the shard counts
+    in alternating order with the peers measured in each, so a change in the machine's
+    load (other processes) weighs on all of them alike."""
     import ray
 
     say = progress or (lambda _msg: None)
-    rows = _Rows()
     shards = list(shards)
     ns = f"bench-sweep-{random.randrange(1 << 40):010x}"
     items = [(f"b{i}", VALUE) for i in range(BATCH)]
     fleet = _Fleet(seconds)
+    got: dict[tuple[str, str, int | None], list[tuple[float, list[float]]]] = {}
 
-    def fleet_row(system: str, ops: Any, **extra: Any) -> None:
-        ((k, rate, lat),) = asyncio.run(fleet.run_all(ops, [agents]))
-        where = f" shards={extra['shards']}" if "shards" in extra else ""
-        rows.add("shards", f"fleet {system} K={k}{where}", rate, system=system,
-                 workload="fleet", agents=k, p50_ms=_pct(lat, .5), p99_ms=_pct(lat, .99),
-                 **extra)
+    def measure_fleet(system: str, ops: Any, n: int | None = None) -> None:
+        ((_k, rate, lat),) = asyncio.run(fleet.run_all(ops, [agents]))
+        got.setdefault((system, "fleet", n), []).append((rate, lat))
 
-    def batch_row(system: str, call: Callable[[int], Any], **extra: Any) -> None:
+    def measure_batch(system: str, call: Callable[[int], Any], n: int | None = None) -> None:
         rate, _ = _rate(call, seconds, 1_000_000)
-        where = f" shards={extra['shards']}" if "shards" in extra else ""
-        rows.add("shards", f"store_many {BATCH} {system}{where}", rate * BATCH, "items/s",
-                 system=system, workload="store_many", **extra)
+        got.setdefault((system, "store_many", n), []).append((rate * BATCH, []))
 
-    say("shard sweep: peers")
-    fleet_row("ray dict actor", DictAgentOps())
-    actor = ray.remote(num_cpus=0)(DictStore).remote()
-    batch_row("ray dict actor", lambda _i: ray.get(actor.put_many.remote(items)))
-    ray.kill(actor)
-    if redis_url is not None:
-        fleet_row("redis-py", RedisAgentOps(redis_url))
-        _redis_batch(redis_url, items, lambda call: batch_row("redis-py", call))
     try:
-        for n in shards:
-            say(f"shard sweep: {n} shard(s)")
-            src = f"s{n}"
-            fleet_row("memcluster", _ClusterAgentOps(memory, src, ns), shards=n)
-            batch_row("memcluster", lambda _i, s=src: memory.store_many(items, source=s,
-                                                                          namespace=ns),
-                      shards=n)
+        for r in range(rounds):
+            say(f"shard sweep round {r + 1}/{rounds}: peers")
+            measure_fleet("ray dict actor", DictAgentOps())
+            actor = ray.remote(num_cpus=0)(DictStore).remote()
+            measure_batch("ray dict actor",
+                          lambda _i, a=actor: ray.get(a.put_many.remote(items)))
+            ray.kill(actor)
+            if redis_url is not None:
+                measure_fleet("redis-py", RedisAgentOps(redis_url))
+                _redis_batch(redis_url, items,
+                             lambda call: measure_batch("redis-py", call))
+            for n in shards if r % 2 == 0 else reversed(shards):
+                say(f"shard sweep round {r + 1}/{rounds}: {n} shard(s)")
+                src = f"s{n}"
+                measure_fleet("memcluster", _ClusterAgentOps(memory, src, ns), n)
+                measure_batch("memcluster", lambda _i, s=src: memory.store_many(
+                    items, source=s, namespace=ns), n)
     finally:
         for n in shards:
             with contextlib.suppress(Exception):  # best effort: the cluster may be gone
                 memory.clear(source=f"s{n}", namespace=ns, confirm=True)
                 for a in range(agents):
                     memory.clear(source=f"s{n}", namespace=f"{ns}/agent-{a}", confirm=True)
+    return _sweep_rows(got, agents)
+
+
+def _sweep_rows(got: dict[tuple[str, str, int | None], list[tuple[float, list[float]]]],
+                agents: int) -> list[dict[str, Any]]:
+    rows = _Rows()
+    for (system, workload, n), runs in got.items():
+        rate = sum(r for r, _ in runs) / len(runs)
+        lat = [t for _, ts in runs for t in ts]
+        extra: dict[str, Any] = {"system": system, "workload": workload, "rounds": len(runs)}
+        where = "" if n is None else f" shards={n}"
+        if n is not None:
+            extra["shards"] = n
+        if workload == "fleet":
+            rows.add("shards", f"fleet {system} K={agents}{where}", rate, agents=agents,
+                     p50_ms=_pct(lat, .5), p99_ms=_pct(lat, .99), **extra)
+        else:
+            rows.add("shards", f"store_many {BATCH} {system}{where}", rate, "items/s", **extra)
     return rows.rows
 
 
