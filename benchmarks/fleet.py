@@ -13,7 +13,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: the repo root must be importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.cluster_ops import main  # noqa: E402
+from benchmarks.cluster_ops import main
 
 if __name__ == "__main__":
     main(sections=("fleet", "peers"))

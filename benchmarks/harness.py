@@ -12,8 +12,9 @@ one run on the same machine, so the targets are ratios to a baseline measured al
   through the manager actor;
 - fleet: K async agents (1, 8, 64, 256), each doing 75% retrieve / 20% store / 5% search
   in its own namespace, ops/s and p50/p99 latency; the same workload with redis-py
-  (`redis.asyncio`, one hash per agent) against a Redis, and LangGraph's `InMemoryStore`
-  in-process (a ceiling for a store that is not distributed);
+  (`redis.asyncio`, one hash per agent) against a Redis, a hand-written Ray actor holding
+  a dict per agent, and LangGraph's `InMemoryStore` in-process (a ceiling for a store that
+  is not distributed); the adapters are in `benchmarks/peers.py`;
 - vector: top-10 text search over `vectors` 384-dim vectors spread over 4 shards;
 - memory: bytes per record held by the memory backend beside a plain dict of the data.
 
@@ -34,21 +35,30 @@ import tracemalloc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from benchmarks.peers import (
+    KEYS_PER_AGENT,
+    DictAgentOps,
+    LangGraphAgentOps,
+    RedisAgentOps,
+    seed_items,
+)
+
 VALUE = {"text": "x" * 80}  # ~100 bytes encoded
 SECTIONS = ("baseline", "single", "many", "fleet", "peers", "vector", "memory")
 AGENTS = (1, 8, 64, 256)
-KEYS_PER_AGENT = 20
 
 
-def bench_spec(name: str = "bench") -> dict[str, Any]:
-    """The cluster spec `run_cluster_bench` expects (start it with `start_cluster`)."""
+def bench_spec(name: str = "bench", extra_sources: Iterable[dict[str, Any]] = ()
+               ) -> dict[str, Any]:
+    """The cluster spec `run_cluster_bench` expects (start it with `start_cluster`), plus
+    `extra_sources` (e.g. the shard sweep's, `benchmarks.sweep.sweep_sources`)."""
     return {"name": name, "metrics_port": None, "sources": [
         {"name": "n1", "backend": "memory", "shards": 2, "replicas": 1, "default": True,
          "opts": {"cleanup_interval": 0}},
         {"name": "n2", "backend": "memory", "shards": 2, "replicas": 2, "write_quorum": 2,
          "opts": {"cleanup_interval": 0}},
         {"name": "vec", "backend": "vector", "shards": 4, "replicas": 1,
-         "opts": {"dimension": 384}}]}
+         "opts": {"dimension": 384}}, *extra_sources]}
 
 
 # ---- the baseline actor ------------------------------------------------------------------
@@ -274,12 +284,14 @@ def _sections(memory: Any, rows: _Rows, wanted: set[str], ns: str, n1: str, n2: 
             runners.append(("memcluster", _ClusterAgentOps(memory, n1, ns)))
         if "peers" in wanted:
             if redis_url is not None:
-                runners.append(("redis-py", _RedisAgentOps(redis_url)))
-            runners.append(("langgraph InMemoryStore", _LangGraphAgentOps()))
+                runners.append(("redis-py", RedisAgentOps(redis_url)))
+            runners.append(("ray dict actor", DictAgentOps()))
+            runners.append(("langgraph InMemoryStore", LangGraphAgentOps()))
         for label, target_ops in runners:
             say(f"fleet {label}")
             for k, rate, lat in asyncio.run(fleet.run_all(target_ops, agents)):
-                extra: dict[str, Any] = {"p50_ms": _pct(lat, .5), "p99_ms": _pct(lat, .99)}
+                extra: dict[str, Any] = {"p50_ms": _pct(lat, .5), "p99_ms": _pct(lat, .99),
+                                         "system": label, "agents": k}
                 name = f"fleet {label} K={k}"
                 if label == "memcluster" and k == 64:
                     rows.add("fleet", name, rate, ref=sync, target=5, **extra)
@@ -349,11 +361,6 @@ class _Fleet:
         return count / (time.perf_counter() - start), lat
 
 
-def _seed_items(a: int) -> list[tuple[str, dict[str, Any]]]:
-    return [(f"m{i}", {"text": f"memory {a} seed {i}", "pad": "x" * 60})
-            for i in range(KEYS_PER_AGENT)]
-
-
 class _ClusterAgentOps:
     def __init__(self, memory: Any, source: str, prefix: str) -> None:
         self.memory = memory
@@ -362,7 +369,7 @@ class _ClusterAgentOps:
 
     async def setup(self, k: int) -> None:
         for a in range(k):
-            await self.memory.astore_many(_seed_items(a), source=self.source,
+            await self.memory.astore_many(seed_items(a), source=self.source,
                                           namespace=f"{self.prefix}agent-{a}")
 
     async def retrieve(self, ns: str, key: str) -> Any:
@@ -375,75 +382,6 @@ class _ClusterAgentOps:
     async def search(self, ns: str, text: str) -> Any:
         return await self.memory.asearch(text, source=self.source, namespace=self.prefix + ns,
                                          limit=10)
-
-
-class _RedisAgentOps:
-    """redis-py used directly: one hash per agent namespace, msgpack values."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.client: Any = None
-        self.prefix = f"memcluster-bench:{random.randrange(1 << 30)}:"
-
-    async def setup(self, k: int) -> None:
-        import msgpack
-        import redis.asyncio as aredis
-
-        if self.client is None:
-            self.client = aredis.Redis.from_url(self.url, max_connections=512)
-        for a in range(k):
-            await self.client.hset(self.prefix + f"agent-{a}", mapping={
-                key: msgpack.packb(v) for key, v in _seed_items(a)})
-
-    async def retrieve(self, ns: str, key: str) -> Any:
-        import msgpack
-
-        raw = await self.client.hget(self.prefix + ns, key)
-        return None if raw is None else msgpack.unpackb(raw)
-
-    async def store(self, ns: str, key: str, value: Any) -> Any:
-        import msgpack
-
-        return await self.client.hset(self.prefix + ns, key, msgpack.packb(value))
-
-    async def search(self, ns: str, text: str) -> Any:
-        import msgpack
-
-        found = await self.client.hgetall(self.prefix + ns)
-        hits = []
-        for key, raw in sorted(found.items()):
-            value = msgpack.unpackb(raw)
-            if text in str(value.get("text", "")).lower():
-                hits.append((key, value))
-        return hits[:10]
-
-    async def close(self) -> None:
-        if self.client is not None:
-            keys = [k async for k in self.client.scan_iter(match=self.prefix + "*")]
-            if keys:
-                await self.client.delete(*keys)
-            await self.client.aclose()
-
-
-class _LangGraphAgentOps:
-    def __init__(self) -> None:
-        from langgraph.store.memory import InMemoryStore
-
-        self.store_ = InMemoryStore()
-
-    async def setup(self, k: int) -> None:
-        for a in range(k):
-            for key, value in _seed_items(a):
-                await self.store_.aput(("agents", f"agent-{a}"), key, value)
-
-    async def retrieve(self, ns: str, key: str) -> Any:
-        return await self.store_.aget(("agents", ns), key)
-
-    async def store(self, ns: str, key: str, value: Any) -> Any:
-        return await self.store_.aput(("agents", ns), key, value)
-
-    async def search(self, ns: str, text: str) -> Any:
-        return await self.store_.asearch(("agents", ns), query=text, limit=10)
 
 
 # ---- vector and memory ------------------------------------------------------------------
@@ -529,10 +467,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 @contextlib.contextmanager
-def local_bench_cluster(name: str = "bench") -> Iterator[Any]:
-    """Start a local Ray (num_cpus=2), a private redis-server and a `bench_spec()` cluster;
-    yield a connected client (its `bench_redis_url` names the redis-server); stop all on
-    exit. For the benchmark scripts when no running cluster is given."""
+def local_bench_cluster(name: str = "bench", extra_sources: Iterable[dict[str, Any]] = ()
+                        ) -> Iterator[Any]:
+    """Start a local Ray (num_cpus=2), a private redis-server and a `bench_spec()` cluster
+    (with `extra_sources`); yield a connected client (its `bench_redis_url` names the
+    redis-server); stop all on exit. For the benchmark scripts when no running cluster is
+    given."""
     import ray
 
     import memcluster as mc
@@ -543,11 +483,11 @@ def local_bench_cluster(name: str = "bench") -> Iterator[Any]:
         start_redis(redis_state)
         stack.callback(stop_embedded, redis_state)
         if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
             stack.callback(ray.shutdown)
         redis_url = redis_state.redis_url
-        cluster = mc.start_cluster(bench_spec(name), name=name, redis_url=redis_url)
+        cluster = mc.start_cluster(bench_spec(name, extra_sources), name=name, redis_url=redis_url)
         stack.callback(cluster.stop)
         memory = mc.connect(name)
         stack.callback(memory.close)

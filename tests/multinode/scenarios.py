@@ -11,7 +11,8 @@ scenario (`ROW {...}`), and exits 1 if any check failed:
      ungracefully while six writers run CAS and update increments; the manager restarts
      on another node and re-attaches, the lost shards respawn on the surviving nodes and
      hydrate; nothing acknowledged is lost (linearizability and counter checks), at most
-     20% of writes fail (an error; a CAS conflict is an answer), and the seconds until every key has N copies again are reported;
+     20% of writes fail (an error; a CAS conflict is an answer), and the seconds until
+     every key has N copies again are reported;
   3. new node: a node is added, `rebalance()` moves shards onto it, and the placement is
      sufficient again.
 """
