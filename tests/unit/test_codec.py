@@ -89,7 +89,10 @@ def test_ttl_rules():
     assert codec.check_ttl(None) is None
     assert codec.check_ttl(5) == 5.0 and isinstance(codec.check_ttl(5), float)
     assert codec.check_ttl(0.25) == 0.25
-    for bad in (0, -1, math.nan, math.inf, True, "5", [5]):
+    assert codec.check_ttl(codec.MAX_TTL) == codec.MAX_TTL          # 100 years: the bound
+    assert codec.check_ttl(int(codec.MAX_TTL)) == int(codec.MAX_TTL)
+    for bad in (0, -1, math.nan, math.inf, True, "5", [5], codec.MAX_TTL * 1.000001,
+                int(codec.MAX_TTL) + 1, 1e17, 10**30, -(10**30)):
         with pytest.raises(InvalidValue):
             codec.check_ttl(bad)
 
@@ -97,7 +100,8 @@ def test_ttl_rules():
 def test_version_rules():
     assert codec.check_version(None) is None
     assert codec.check_version(0) == 0 and codec.check_version(7) == 7
-    for bad in (-1, True, 1.0, "1"):
+    assert codec.check_version(2**63 - 1) == codec.MAX_VERSION       # a signed 64-bit int
+    for bad in (-1, True, 1.0, "1", 2**63, 2**64, -(2**63)):
         with pytest.raises(InvalidValue):
             codec.check_version(bad)
 
