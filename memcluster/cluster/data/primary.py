@@ -13,6 +13,21 @@ the primary dies first, its replacement hydrates it from the replica that holds 
 
 It reads the shard's fields: backend, lock, applied op ids, pending writes, peers,
 placement, shard id, incarnation and clock.
+
+Why no client-driven parallel fast path (CURP, Fast Paxos: the client sends a write to
+all N replicas at once with the version it expects to replace, and it is done when all
+agree). Judged unsafe or no faster here, so replication stops at this primary-driven
+path (one client round trip, two sequential hops: about 0.4x a bare actor call for W=2):
+  * Most agent writes are unconditional stores: the client knows no version to expect
+    without a read first (another round trip), and replicas that each accept "whatever
+    is there" from two concurrent writers install different values under one version.
+  * Each replica would assign the version, timestamps and (for a bounded source) the
+    eviction victims itself: copies diverge unless all of that travels from the client,
+    and `update` (a function) is not deterministic across processes at all.
+  * A disagreement after some replicas installed needs a repair that can undo an
+    installed record, which breaks "versions never go back" for a reader who saw it;
+    CURP avoids this with witnesses that only record and a primary that still orders,
+    a protocol (witness replay on failover, in hydration) larger than this module.
 """
 
 from __future__ import annotations
