@@ -85,3 +85,28 @@ def test_tools_and_async_twins(mem):
 
     assert asyncio.run(go()).value == 1
     assert any(t["function"]["name"] == "memory_store" for t in mem.tools(fmt="openai"))
+
+
+def test_info_tools_and_list_sources_call_no_shard_and_no_manager(cluster, monkeypatch):
+    """The hot paths an agent framework hits on every turn (`tools()`, `info()`, the
+    `memory_list_sources` tool) answer from the cached routing table: no shard call, no
+    manager call, however many records the cluster holds."""
+    client = mc.connect(cluster.name)
+    try:
+        client.store_many([(f"scan:{i}", i) for i in range(200)], namespace="noscan")
+        before = client.directory.calls
+
+        def refuse(*_args, **_kwargs):
+            raise AssertionError("the manager was called")
+
+        monkeypatch.setattr(client.directory.manager, "call", refuse)
+        info = client.info()
+        assert {"cache", "single"} <= set(info) and info["cache"]["replicas"] >= 1
+        assert any(t["function"]["name"] == "memory_search" for t in client.tools())
+        listed = client.call_tool("memory_list_sources", {})
+        assert "error" not in listed and {"cache", "single"} <= {
+            s["name"] for s in listed["sources"]}
+        assert client.directory.calls == before
+    finally:
+        monkeypatch.undo()
+        client.close()
