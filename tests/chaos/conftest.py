@@ -8,8 +8,11 @@ import random
 
 import pytest
 
+# Short timings make faults quick to detect; open_timeout stays well above how long Ray
+# takes to start a new actor's worker process with one core busy (it took over 4 s once),
+# or a healthy scale would time out on a slow machine (the product default is 60 s).
 CHAOS_HEALTH = {"interval": 0.3, "ping_timeout": 0.5, "misses": 3, "call_timeout": 2.0,
-                "lease_ttl": 3.0, "open_timeout": 4.0, "copy_timeout": 6.0}
+                "lease_ttl": 3.0, "open_timeout": 12.0, "copy_timeout": 6.0}
 
 
 def chaos_config(control: str) -> dict:

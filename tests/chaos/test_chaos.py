@@ -20,6 +20,7 @@ import pytest
 
 import memcluster as mc
 from memcluster.errors import MemclusterError
+from tests.chaos.conftest import CHAOS_HEALTH
 from tests.chaos.slow_backend import slow
 from tests.chaos.workload import (
     LeaderWatch,
@@ -182,7 +183,7 @@ def test_slow_open_during_scale_cleans_up_then_a_retry_succeeds(
     with LeaderWatch(chaos_redis.url, chaos_cluster.name) as leaders:
         work = ManyWriters(mem, "slowopen", seed=seed).start()
         work.wait_progress(30)
-        slow(control, open={new: 8.0})
+        slow(control, open={new: 2.5 * CHAOS_HEALTH["open_timeout"]})
         with pytest.raises(MemclusterError):
             chaos_cluster.scale("cache", shards + 1)
         assert _shards(chaos_cluster) == shards
