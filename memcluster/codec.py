@@ -264,3 +264,12 @@ def from_json_safe(data: Any) -> Any:
                 return {k: from_json_safe(v) for k, v in inner.items()}
         return {k: from_json_safe(v) for k, v in data.items()}
     return data
+
+
+def from_json_arg(value: Any, what: str) -> Any:
+    """`from_json_safe` for a caller's argument (a tool call, a REST body): a malformed
+    $-tag is `InvalidValue` naming `what`."""
+    try:
+        return from_json_safe(value)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise InvalidValue(f"{what}: malformed $-tag ({type(exc).__name__})") from None

@@ -72,14 +72,6 @@ def record_json(record: Record, *, now: float | None = None) -> dict[str, Any]:
     return out
 
 
-def _decoded(value: Any, what: str) -> Any:
-    """`codec.from_json_safe`, with a malformed tag reported as InvalidValue."""
-    try:
-        return codec.from_json_safe(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidValue(f"{what}: malformed $-tag ({type(exc).__name__})") from None
-
-
 def error_result(kind: str, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"type": kind, "message": redact_text(message)}}
 
@@ -150,7 +142,7 @@ def _list_sources(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str
 
 def _metadata(args: dict[str, Any]) -> dict[str, Any]:
     """The record's metadata from `metadata` and `tags` (see the module docstring)."""
-    metadata = _decoded(args.get("metadata") or {}, "metadata")
+    metadata = codec.from_json_arg(args.get("metadata") or {}, "metadata")
     if not isinstance(metadata, dict):
         raise _BadArguments(f"metadata: must be an object, got {type(metadata).__name__}")
     for name, hint in RESERVED_METADATA.items():
@@ -170,7 +162,7 @@ def _metadata(args: dict[str, Any]) -> dict[str, Any]:
 
 def _store(mem: MemorySurface, args: dict[str, Any], ns: Any) -> dict[str, Any]:
     metadata = _metadata(args)
-    rec = mem.store(args["key"], _decoded(args["value"], "value"),
+    rec = mem.store(args["key"], codec.from_json_arg(args["value"], "value"),
                     source=args.get("memory_source"), namespace=ns, metadata=metadata,
                     ttl=args.get("ttl"), if_version=args.get("if_version"))
     return {"ok": True, "key": rec.key, "version": rec.version, "expires_at": rec.expires_at}

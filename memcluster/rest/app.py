@@ -46,7 +46,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from memcluster import __version__, codec
-from memcluster.errors import InvalidValue, NotFound
+from memcluster.errors import NotFound
 from memcluster.integrations.auth import TokenTable
 from memcluster.manager.surface import MemorySurface
 from memcluster.manager.tools import FORMATS, record_json
@@ -78,14 +78,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[name] = merge_patch(out.get(name), value)
     return out
-
-
-def _json(value: Any, what: str) -> Any:
-    """A request's tagged JSON value as a Python value (InvalidValue for a bad tag)."""
-    try:
-        return codec.from_json_safe(value)
-    except (ValueError, TypeError, AttributeError) as exc:
-        raise InvalidValue(f"{what}: malformed $-tag ({type(exc).__name__})") from None
 
 
 def _ok(data: Any, status: int = 200) -> JSONResponse:
@@ -138,8 +130,8 @@ def create_app(memory: MemorySurface, *, tokens: TokenTable | None = None,
     @app.put(f"{v1}/records/{{key:path}}", response_model=schemas.RecordOut, tags=["records"])
     async def store(key: Key, body: schemas.StoreBody, ns: Namespace, source: Source = None):
         record = await memory.astore(  # type: ignore[attr-defined]
-            key, _json(body.value, "value"), source=source, namespace=ns,
-            metadata=_json(body.metadata, "metadata"), ttl=body.ttl,
+            key, codec.from_json_arg(body.value, "value"), source=source, namespace=ns,
+            metadata=codec.from_json_arg(body.metadata, "metadata"), ttl=body.ttl,
             if_version=body.if_version, overwrite=body.overwrite,
             consolidate=body.consolidate)
         return _ok(record_json(record))
@@ -159,10 +151,10 @@ def create_app(memory: MemorySurface, *, tokens: TokenTable | None = None,
     @app.patch(f"{v1}/records/{{key:path}}", response_model=schemas.RecordOut,
                tags=["records"])
     async def update(key: Key, body: schemas.PatchBody, ns: Namespace, source: Source = None):
-        patch = _json(body.patch, "patch")
+        patch = codec.from_json_arg(body.patch, "patch")
         record = await memory.aupdate(  # type: ignore[attr-defined]
             key, lambda old: merge_patch(old, patch), source=source, namespace=ns,
-            metadata=_json(body.metadata, "metadata"), ttl=body.ttl)
+            metadata=codec.from_json_arg(body.metadata, "metadata"), ttl=body.ttl)
         return _ok(record_json(record))
 
     @app.delete(f"{v1}/records/{{key:path}}", response_model=schemas.DeletedOut,
@@ -197,9 +189,9 @@ def create_app(memory: MemorySurface, *, tokens: TokenTable | None = None,
 
     @app.post(f"{v1}/records:batch-store", response_model=schemas.RecordsOut, tags=["batches"])
     async def store_many(body: schemas.StoreManyBody, ns: Namespace, source: Source = None):
-        items = [(i.key, _json(i.value, f"items[{n}].value"),
-                  {"metadata": _json(i.metadata, f"items[{n}].metadata"), "ttl": i.ttl,
-                   "if_version": i.if_version, "overwrite": i.overwrite})
+        items = [(i.key, codec.from_json_arg(i.value, f"items[{n}].value"),
+                  {"metadata": codec.from_json_arg(i.metadata, f"items[{n}].metadata"),
+                   "ttl": i.ttl, "if_version": i.if_version, "overwrite": i.overwrite})
                  for n, i in enumerate(body.items)]
         records = await memory.astore_many(items, source=source, namespace=ns)  # type: ignore
         return _ok({"records": [record_json(r) for r in records]})
@@ -219,8 +211,8 @@ def create_app(memory: MemorySurface, *, tokens: TokenTable | None = None,
     @app.post(f"{v1}/remember", response_model=schemas.RememberOut, tags=["records"])
     async def remember(body: schemas.RememberBody, ns: Namespace, source: Source = None):
         done = await memory.aremember(  # type: ignore[attr-defined]
-            body.key, _json(body.value, "value"), source=source, namespace=ns,
-            metadata=_json(body.metadata, "metadata"), ttl=body.ttl)
+            body.key, codec.from_json_arg(body.value, "value"), source=source, namespace=ns,
+            metadata=codec.from_json_arg(body.metadata, "metadata"), ttl=body.ttl)
         return _ok({"action": done.action, "record": record_json(done.record),
                     "neighbours": [record_json(r) for r in done.neighbours]})
 

