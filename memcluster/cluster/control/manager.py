@@ -443,7 +443,7 @@ class ClusterManager:
                 "leading": self.leading, "restarts": self.restarts,
                 "sources": {n: {**lay.describe(),
                                 "restarts": self.restarts_by_source.get(n, 0)}
-                            for n, lay in self.layouts.items()},
+                            for n, lay in list(self.layouts.items())},
                 "placement": self.placement_report(), "shards": shards,
                 "manager_node": self.runtime.here(),
                 "redis": self.redis_health(), "metrics": self.metrics_address()}
@@ -451,8 +451,8 @@ class ClusterManager:
     def placement_report(self) -> dict[str, Any]:
         """Per source, whether its replicas sit in distinct failure domains
         (`report.placement_report`); a new warning is logged once."""
-        out = report.placement_report(self.layouts, self.tree.nodes, self.runtime.nodes(),
-                                      self.policy)
+        out = report.placement_report(dict(self.layouts), dict(self.tree.nodes),
+                                      self.runtime.nodes(), self.policy)
         for name, rep in out.items():
             warnings = tuple(rep["warnings"])
             if warnings and warnings != self._domain_warnings.get(name):

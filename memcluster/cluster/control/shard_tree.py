@@ -558,7 +558,8 @@ class ShardTree:
     def shard_status(self) -> dict[str, Any]:
         """Every shard's stats (or its error) with its node, overlaid with its hydration."""
         shards: dict[str, Any] = {}
-        pendings = [(sid, h.stats(timeout=5.0)) for sid, h in self.handles.items()]
+        # Copies (atomic under the GIL): status runs without the lock, beside a scale.
+        pendings = [(sid, h.stats(timeout=5.0)) for sid, h in list(self.handles.items())]
         for sid, pending in pendings:
             try:
                 shards[sid] = pending.result()
@@ -576,7 +577,7 @@ class ShardTree:
     def supervision_status(self) -> dict[str, Any]:
         """Per source: running / failed, its strategy and restarts in the current window."""
         out: dict[str, Any] = {}
-        for name, sup in self.supervisors.items():
+        for name, sup in list(self.supervisors.items()):
             out[name] = {"state": "failed" if name in self.failed else sup.state,
                          "reason": self.failed.get(name), "strategy": sup.strategy,
                          "intensity": sup.intensity, "period": sup.period,
